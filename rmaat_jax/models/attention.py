@@ -1,0 +1,156 @@
+"""Attention for one segment: astromorphic (STP) linear attention and the two baselines.
+
+Functional cores (pure, batched over [B, H, N, .]) plus the multi-head Flax module and the
+post-LN encoder block. The astro core follows METHOD.md section 2:
+
+  out_i = sum_t [phi(q_i).phi(k_t) + phi(q_i).phi(r_t)] v_t
+          / (m * phi(q_i) . (sum_t phi(k_t)) ** alpha)
+
+computed as write mode (H = phi(K)^T V / m + phi(R)^T V / m, g = (sum phi(K)) ** alpha)
+followed by read mode, so nothing grows with N x N.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rmaat_jax.models.position import distance_positions, projected_positions
+
+Array = jax.Array
+
+__all__ = [
+    "astro_attention", "linear_attention", "softmax_attention", "phi",
+    "distance_positions", "projected_positions", "MultiHeadAttention", "EncoderBlock",
+]
+
+
+def phi(x: Array) -> Array:
+  """Feature map elu(x) + 1: strictly positive, so every normaliser is > 0."""
+  return jax.nn.elu(x) + 1.0
+
+
+def _mask_keys(features: Array, key_mask: Array | None) -> Array:
+  """Zeroes key-side rows [B, H, N, .] of padded tokens (key_mask [B, N], True = real)."""
+  if key_mask is None:
+    return features
+  return features * key_mask[:, None, :, None].astype(features.dtype)
+
+
+def _zero_padded_queries(out: Array, key_mask: Array | None) -> Array:
+  if key_mask is None:
+    return out
+  return jnp.where(key_mask[:, None, :, None], out, 0.0)
+
+
+def _safe_divide(num: Array, den: Array) -> Array:
+  # den == 0 only when a row has no real key at all; its output is defined as 0.
+  return num / jnp.where(den == 0, 1.0, den)[..., None]
+
+
+def astro_attention(q: Array, k: Array, v: Array, r: Array, *, alpha: float = 0.25,
+                    key_mask: Array | None = None,
+                    hebbian_sigmoid: bool = False) -> Array:
+  """Astromorphic attention, linear in N.
+
+  Args:
+    q, k: [B, H, N, m] queries and keys (raw, before phi).
+    v: [B, H, N, d_h] values.
+    r: [H, N, m] positional matrix R (raw, before phi); content-independent.
+    alpha: exponent of the astrocytic normaliser g = (sum_t phi(k_t)) ** alpha.
+    key_mask: [B, N] bool, True for real tokens; padded tokens contribute to no sum and
+      their output rows are 0.
+    hebbian_sigmoid: apply a sigmoid to the Hebbian state H (paper option, default off).
+
+  Returns:
+    [B, H, N, d_h].
+  """
+  m = q.shape[-1]
+  phi_k = _mask_keys(phi(k), key_mask)
+  v = _mask_keys(v, key_mask)  # removes padded tokens from the phi(R)^T V term too
+  # Write mode: aggregate the segment into an m x d_h state,
+  # H = H_neuron + H_astro = (phi(K) + phi(R))^T V / m.
+  h = jnp.einsum("bhnm,bhnd->bhmd", phi_k + phi(r)[None], v) / m
+  if hebbian_sigmoid:
+    h = jax.nn.sigmoid(h)
+  g = jnp.sum(phi_k, axis=2) ** alpha  # [B, H, m]
+  # Read mode.
+  phi_q = phi(q)
+  c = jnp.einsum("bhnm,bhm->bhn", phi_q, g)
+  out = _safe_divide(jnp.einsum("bhnm,bhmd->bhnd", phi_q, h), c)
+  return _zero_padded_queries(out, key_mask)
+
+
+def linear_attention(q: Array, k: Array, v: Array, *,
+                     key_mask: Array | None = None) -> Array:
+  """RLT baseline: elu+1 linear attention with the standard normaliser (no R, no alpha)."""
+  phi_k = _mask_keys(phi(k), key_mask)
+  phi_q = phi(q)
+  kv = jnp.einsum("bhnm,bhnd->bhmd", phi_k, v)
+  den = jnp.einsum("bhnm,bhm->bhn", phi_q, jnp.sum(phi_k, axis=2))
+  out = _safe_divide(jnp.einsum("bhnm,bhmd->bhnd", phi_q, kv), den)
+  return _zero_padded_queries(out, key_mask)
+
+
+def softmax_attention(q: Array, k: Array, v: Array, *,
+                      key_mask: Array | None = None) -> Array:
+  """RMT baseline: scaled dot-product softmax attention (quadratic in N)."""
+  logits = jnp.einsum("bhim,bhjm->bhij", q, k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
+  if key_mask is not None:
+    logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(logits.dtype).min)
+  out = jnp.einsum("bhij,bhjd->bhid", jax.nn.softmax(logits, axis=-1), v)
+  return _zero_padded_queries(out, key_mask)
+
+
+class MultiHeadAttention(nn.Module):
+  """Q/K/V projections, one of the three attention cores, heads concatenated, W_O."""
+
+  num_heads: int
+  kind: str = "astro"  # "astro" | "softmax" | "linear"
+  alpha: float = 0.25
+  hebbian_sigmoid: bool = False
+
+  @nn.compact
+  def __call__(self, x: Array, key_mask: Array | None,
+               r: Array | None = None) -> Array:
+    d = x.shape[-1]
+    head_dim = d // self.num_heads
+    proj = lambda name: nn.DenseGeneral((self.num_heads, head_dim), name=name)  # noqa: E731
+    # [B, N, H, d_h] -> [B, H, N, d_h]
+    q, k, v = (jnp.swapaxes(proj(n)(x), 1, 2) for n in ("query", "key", "value"))
+    if self.kind == "astro":
+      if r is None:
+        raise ValueError("astro attention needs the positional matrix r [H, N, m]")
+      out = astro_attention(q, k, v, r, alpha=self.alpha, key_mask=key_mask,
+                            hebbian_sigmoid=self.hebbian_sigmoid)
+    elif self.kind == "linear":
+      out = linear_attention(q, k, v, key_mask=key_mask)
+    elif self.kind == "softmax":
+      out = softmax_attention(q, k, v, key_mask=key_mask)
+    else:
+      raise ValueError(f"unknown attention kind {self.kind!r}")
+    out = jnp.swapaxes(out, 1, 2)  # [B, N, H, d_h]
+    return nn.DenseGeneral(d, axis=(-2, -1), name="out")(out)
+
+
+class EncoderBlock(nn.Module):
+  """Post-LN block: Y = LN(X + Drop(Attn(X))); Z = LN(Y + Drop(FFN(Y)))."""
+
+  num_heads: int
+  mlp_dim: int
+  dropout_rate: float = 0.1
+  attention: str = "astro"
+  alpha: float = 0.25
+  hebbian_sigmoid: bool = False
+
+  @nn.compact
+  def __call__(self, x: Array, key_mask: Array | None, r: Array | None = None, *,
+               deterministic: bool) -> Array:
+    drop = lambda: nn.Dropout(self.dropout_rate, deterministic=deterministic)  # noqa: E731
+    attn = MultiHeadAttention(self.num_heads, self.attention, self.alpha,
+                              self.hebbian_sigmoid, name="attention")(x, key_mask, r)
+    y = nn.LayerNorm(name="ln_attention")(x + drop()(attn))
+    h = nn.gelu(nn.Dense(self.mlp_dim, name="mlp_in")(y))
+    h = nn.Dense(x.shape[-1], name="mlp_out")(drop()(h))
+    return nn.LayerNorm(name="ln_mlp")(y + drop()(h))

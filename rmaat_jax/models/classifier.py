@@ -1,0 +1,97 @@
+"""The recurrent memory classifier (METHOD.md section 1), single or dual encoder.
+
+tokens [B, L] -> T segments of S tokens -> recurrence over segments (recurrent.py) ->
+pool(Z_T) -> head -> logits [B, num_classes]. With `dual_encoder` the input is
+[B, 2, L]; both documents go through the same recurrent encoder (stacked on the batch
+axis) and the pooled u, v are combined as [u, v, u * v, u - v] (LRA's convention).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rmaat_jax.models.config import ModelConfig
+from rmaat_jax.models.encoder import init_segment_encoder, make_segment_step, token_mask
+from rmaat_jax.models.position import AstroPositions
+from rmaat_jax.models.recurrent import run_segments
+from rmaat_jax.models.retention import retention_factors
+
+Array = jax.Array
+
+
+def split_segments(tokens: Array, num_segments: int) -> Array:
+  """[B, T * S] -> [T, B, S] (segment-major, the scan's leading axis)."""
+  batch, length = tokens.shape
+  return tokens.reshape(batch, num_segments, length // num_segments).swapaxes(0, 1)
+
+
+def pool(z: Array, cfg: ModelConfig, last_tokens: Array) -> Array:
+  """Z_T [B, M + S, d] -> [B, d].
+
+  "memory": mean of the M memory outputs. "mean" [decision]: mean over every real
+  position of Z_T, memory tokens included, so it stays defined when the last segment is
+  all padding.
+  """
+  if cfg.pool == "memory":
+    return jnp.mean(z[:, :cfg.num_memory_tokens], axis=1)
+  mask = token_mask(last_tokens, cfg.pad_id)
+  if mask is None:
+    return jnp.mean(z, axis=1)
+  mask = jnp.concatenate(
+      [jnp.ones((z.shape[0], cfg.num_memory_tokens), bool), mask], axis=1)
+  weights = mask.astype(z.dtype)[..., None]
+  return jnp.sum(z * weights, axis=1) / jnp.sum(weights, axis=1)
+
+
+class RMAATClassifier(nn.Module):
+  """Recurrent Memory Augmented Astromorphic Transformer for sequence classification."""
+
+  cfg: ModelConfig
+
+  def _check_tokens(self, tokens: Array) -> None:
+    cfg = self.cfg
+    expected = (2, cfg.seq_len) if cfg.dual_encoder else (cfg.seq_len,)
+    if tokens.ndim != len(expected) + 1 or tuple(tokens.shape[1:]) != expected:
+      shape = "[B, 2, seq_len]" if cfg.dual_encoder else "[B, seq_len]"
+      raise ValueError(
+          f"tokens have shape {tuple(tokens.shape)}; the model expects {shape} = "
+          f"[B, {', '.join(map(str, expected))}] (model.seq_len={cfg.seq_len}, "
+          f"model.dual_encoder={cfg.dual_encoder})")
+    if not jnp.issubdtype(tokens.dtype, jnp.integer):
+      raise ValueError(f"tokens must be integer ids, got dtype {tokens.dtype}")
+
+  @nn.compact
+  def __call__(self, tokens: Array, *, train: bool = False) -> Array:
+    cfg = self.cfg
+    self._check_tokens(tokens)
+    if cfg.dual_encoder:
+      batch = tokens.shape[0]
+      tokens = tokens.reshape(2 * batch, cfg.seq_len)  # [u_1, v_1, u_2, v_2, ...]
+
+    rs = None
+    if cfg.attention == "astro":
+      rs = AstroPositions(cfg.num_layers, cfg.num_heads, cfg.tokens_per_segment,
+                          cfg.head_dim, cfg.position, cfg.position_scale,
+                          name="astro_positions")()
+    encoder_params = self.param("segment_encoder",
+                                lambda key: init_segment_encoder(cfg, key, rs))
+    memory_init = self.param("memory_init", nn.initializers.normal(0.02),
+                             (cfg.num_memory_tokens, cfg.emb_dim))
+    mem0 = jnp.broadcast_to(memory_init, (tokens.shape[0],) + memory_init.shape)
+    key = self.make_rng("dropout") if train and cfg.dropout_rate > 0 else jax.random.key(0)
+
+    segments = split_segments(tokens, cfg.num_segments)
+    z_last = run_segments(
+        make_segment_step(cfg, train), {"encoder": encoder_params, "positions": rs},
+        mem0, segments, retention_factors(cfg.num_segments, cfg.retention), key,
+        backprop=cfg.backprop, num_memory=cfg.num_memory_tokens)
+    pooled = nn.LayerNorm(name="pool_norm")(pool(z_last, cfg, segments[-1]))
+
+    if cfg.dual_encoder:
+      u, v = pooled[0::2], pooled[1::2]
+      pooled = jnp.concatenate([u, v, u * v, u - v], axis=-1)
+    # Head [decision]: LayerNorm -> Dense(d) -> GELU -> Dense(num_classes).
+    hidden = nn.gelu(nn.Dense(cfg.emb_dim, name="head_hidden")(pooled))
+    return nn.Dense(cfg.num_classes, name="head_out")(hidden)

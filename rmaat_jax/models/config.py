@@ -1,0 +1,117 @@
+"""Validated, immutable model configuration.
+
+`config.model` is an ml_collections ConfigDict for users; the modules take this frozen
+dataclass instead so that they are hashable and every field is checked once, with an
+error that names the field and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+
+class ConfigError(ValueError):
+  """A user-facing configuration error (the trainer turns it into `error: ...`, exit 2)."""
+
+
+_CHOICES = {
+    "attention": ("astro", "softmax", "linear"),
+    "position": ("projected", "distance"),
+    "retention": ("paper", "streaming", "none"),
+    "backprop": ("bptt", "remat", "amrb"),
+    "pool": ("memory", "mean"),
+}
+_POSITIVE_INTS = (
+    "vocab_size", "num_classes", "seq_len", "num_segments", "num_memory_tokens",
+    "emb_dim", "num_heads", "num_layers", "mlp_dim",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """All model hyper-parameters (METHOD.md sections 1-5)."""
+
+  vocab_size: int
+  num_classes: int
+  seq_len: int
+  num_segments: int
+  num_memory_tokens: int = 1
+  emb_dim: int = 128
+  num_heads: int = 4
+  num_layers: int = 2
+  mlp_dim: int = 256
+  dropout_rate: float = 0.1
+  attention: str = "astro"
+  position: str = "projected"
+  position_scale: float = 2.0
+  alpha: float = 0.25
+  hebbian_sigmoid: bool = False
+  retention: str = "paper"
+  backprop: str = "amrb"
+  pool: str = "memory"
+  dual_encoder: bool = False
+  # Token id that marks padding; -1 means "no padding id" (Image, Pathfinder, where every
+  # value 0-255 is a real pixel).
+  pad_id: int = 0
+
+  def __post_init__(self):
+    _validate(self)
+
+  @property
+  def segment_len(self) -> int:
+    return self.seq_len // self.num_segments
+
+  @property
+  def head_dim(self) -> int:
+    return self.emb_dim // self.num_heads
+
+  @property
+  def tokens_per_segment(self) -> int:
+    """N = M + S: memory tokens plus segment tokens."""
+    return self.num_memory_tokens + self.segment_len
+
+  @classmethod
+  def from_config(cls, config: Mapping[str, Any]) -> ModelConfig:
+    """Builds from a ConfigDict / dict; unknown keys are an error (typos must not pass)."""
+    items = dict(config.items())
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(items) - known)
+    if unknown:
+      raise ConfigError(
+          f"model.{unknown[0]}: unknown field; valid fields are {sorted(known)}")
+    missing = [f.name for f in dataclasses.fields(cls)
+               if f.default is dataclasses.MISSING and f.name not in items]
+    if missing:
+      raise ConfigError(f"model.{missing[0]}: required field is missing")
+    return cls(**items)
+
+
+def _validate(cfg: ModelConfig) -> None:
+  for name in _POSITIVE_INTS:
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+      raise ConfigError(f"model.{name}={value!r}: must be a positive integer")
+  for name, choices in _CHOICES.items():
+    value = getattr(cfg, name)
+    if value not in choices:
+      raise ConfigError(f"model.{name}={value!r}: unknown choice; use one of {choices}")
+  if cfg.seq_len % cfg.num_segments:
+    raise ConfigError(
+        f"model.seq_len={cfg.seq_len} is not divisible by model.num_segments="
+        f"{cfg.num_segments}; pick num_segments dividing seq_len (or pad seq_len to "
+        f"a multiple of it)")
+  if cfg.emb_dim % cfg.num_heads:
+    raise ConfigError(
+        f"model.emb_dim={cfg.emb_dim} is not divisible by model.num_heads={cfg.num_heads}")
+  if not 0.0 <= cfg.dropout_rate < 1.0:
+    raise ConfigError(f"model.dropout_rate={cfg.dropout_rate!r}: must be in [0, 1)")
+  if not cfg.position_scale > 0:
+    raise ConfigError(f"model.position_scale={cfg.position_scale!r}: must be > 0")
+  if not cfg.alpha >= 0:
+    raise ConfigError(f"model.alpha={cfg.alpha!r}: must be >= 0")
+  if not -1 <= cfg.pad_id < cfg.vocab_size:
+    raise ConfigError(
+        f"model.pad_id={cfg.pad_id!r}: must be a token id below vocab_size="
+        f"{cfg.vocab_size}, or -1 for no padding")

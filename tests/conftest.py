@@ -1,0 +1,9 @@
+"""Test-wide settings. XLA's CPU backend spends most of a tiny model's compile time in LLVM
+optimisation; the tests compile many small programs and run each once or twice, so they
+use optimisation level 0 (same HLO passes, same numerics contract, 2-3x faster compiles)."""
+
+import os
+
+if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (
+      os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()

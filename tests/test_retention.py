@@ -1,0 +1,188 @@
+"""Tests for the memory retention factor (METHOD.md section 4)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rmaat_jax.models.retention import (
+  HORIZON_CYCLES,
+  STEPS_PER_CYCLE,
+  TAU_L,
+  cycle_decay,
+  long_term_curve,
+  ltp_curve,
+  retention_factors,
+  simulate_macro_model,
+)
+
+PAPER_TS = (1, 2, 3, 4, 5, 8, 16, 32, 64, 128)
+
+
+def _closed_form(taus: np.ndarray) -> np.ndarray:
+  return 1.0 - np.exp(-np.asarray(taus) / TAU_L)
+
+
+# --- the long-term curve ------------------------------------------------------------------
+
+@pytest.mark.parametrize("num_points", [7, 25, 121])
+def test_constant_drive_matches_closed_form(num_points: int) -> None:
+  # These grids sit on the RK4 grid, so only integration error (~1e-13) remains.
+  taus = np.linspace(0.0, HORIZON_CYCLES, num_points)
+  np.testing.assert_allclose(ltp_curve(taus, drive="constant"), _closed_form(taus),
+                             rtol=0, atol=1e-8)
+
+
+def test_constant_drive_on_fine_grid() -> None:
+  times, curve = long_term_curve(HORIZON_CYCLES, drive="constant")
+  np.testing.assert_allclose(curve, _closed_form(times), rtol=0, atol=1e-9)
+
+
+def test_tau_l_sets_95_percent_at_horizon() -> None:
+  assert _closed_form(HORIZON_CYCLES) == pytest.approx(0.95, abs=1e-12)
+  assert cycle_decay() == pytest.approx(np.exp(-1.0 / TAU_L), abs=1e-12)
+
+
+def test_pulse_curve_reaches_95_percent_and_increases() -> None:
+  times, curve = long_term_curve(HORIZON_CYCLES)
+  assert times[-1] == HORIZON_CYCLES and curve[0] == 0.0
+  assert abs(curve[-1] - 0.95) <= 0.01
+  assert np.all(np.diff(curve) > 0)
+  assert ltp_curve(float(HORIZON_CYCLES)) == pytest.approx(curve[-1], abs=0)
+
+
+def test_pulse_curve_capacity_is_one() -> None:
+  num_cycles = 32
+  times, curve = long_term_curve(num_cycles)
+  boundaries = curve[::STEPS_PER_CYCLE]
+  # With periodic fast variables the boundary values follow 1 - A^n exactly ...
+  np.testing.assert_allclose(boundaries, 1.0 - cycle_decay() ** np.arange(num_cycles + 1),
+                             rtol=0, atol=1e-12)
+  # ... so they tend to the capacity 1 from below.
+  assert np.all(np.diff(boundaries) > 0)
+  assert 1.0 - 1e-6 < boundaries[-1] < 1.0
+
+
+def test_astrocyte_keeps_synapse_potentiated() -> None:
+  # The mechanism: psi(p_s) holds s above kappa's threshold between bursts, so kappa stays
+  # saturated and p_l grows smoothly instead of in steps.
+  _, states = simulate_macro_model(HORIZON_CYCLES)
+  assert states[:, 0].min() > 0.9
+  # The fast variables start on their periodic orbit: same state at every cycle start.
+  np.testing.assert_allclose(states[STEPS_PER_CYCLE, :2], states[0, :2], rtol=0, atol=1e-12)
+
+
+def test_simulation_is_cached_and_read_only() -> None:
+  first = simulate_macro_model(HORIZON_CYCLES)
+  assert simulate_macro_model(HORIZON_CYCLES) is first
+  with pytest.raises(ValueError):
+    first[1][0, 0] = 1.0
+
+
+# --- paper mode ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("num_segments", PAPER_TS)
+def test_paper_factors_properties(num_segments: int) -> None:
+  rf = retention_factors(num_segments)
+  assert rf.dtype == np.float64 and rf.shape == (num_segments,)
+  assert abs(rf.sum() - 1.0) <= 1e-12
+  assert np.all(rf > 0)
+  assert np.all(np.diff(rf) < 0)
+
+
+def test_single_segment_keeps_everything() -> None:
+  np.testing.assert_array_equal(retention_factors(1), [1.0])
+
+
+def test_paper_is_the_default_mode() -> None:
+  np.testing.assert_array_equal(retention_factors(8), retention_factors(8, "paper"))
+
+
+def test_first_last_and_max_factor_decrease_with_num_segments() -> None:
+  ts = range(1, 65)
+  first = np.array([retention_factors(t)[0] for t in ts])
+  last = np.array([retention_factors(t)[-1] for t in ts])
+  largest = np.array([retention_factors(t).max() for t in ts])
+  assert np.all(np.diff(first) < 0)
+  assert np.all(np.diff(last) < 0)
+  np.testing.assert_array_equal(largest, first)
+
+
+def test_fixed_t_is_not_monotone_in_num_segments() -> None:
+  # METHOD.md says "for fixed t, RF(t, T) decreases as T grows". That fails for t >= 2 with
+  # any curve like 1 - exp(-tau / TAU_L): RF(2, 2) = (p(6) - p(3)) / p(6) ~ 0.18 while
+  # RF(2, 3) = (p(4) - p(2)) / p(6) ~ 0.245. Hence only t = 1, t = T and the max are tested.
+  rf_2_2, rf_2_3 = retention_factors(2)[1], retention_factors(3)[1]
+  assert rf_2_3 > rf_2_2
+  p = _closed_form
+  assert rf_2_2 == pytest.approx((p(6) - p(3)) / p(6), abs=1e-4)
+  assert rf_2_3 == pytest.approx((p(4) - p(2)) / p(6), abs=1e-4)
+
+
+# --- streaming mode -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("num_segments", [1, 2, 5, 6, 7, 13, 40, 1000])
+def test_streaming_properties(num_segments: int) -> None:
+  rf = retention_factors(num_segments, "streaming")
+  assert rf.dtype == np.float64 and rf.shape == (num_segments,)
+  assert np.all(rf >= 0)
+  assert rf.sum() <= 1.0
+  above = rf[rf > 1e-12]
+  assert np.all(np.diff(above) < 0)
+
+
+def test_streaming_sum_never_exceeds_one() -> None:
+  for num_segments in range(1, 41):
+    assert retention_factors(num_segments, "streaming").sum() <= 1.0
+
+
+@pytest.mark.parametrize("extra", [1, 7, 40])
+def test_streaming_does_not_depend_on_num_segments(extra: int) -> None:
+  for num_segments in range(1, 41):
+    short = retention_factors(num_segments, "streaming")
+    long = retention_factors(num_segments + extra, "streaming")
+    np.testing.assert_array_equal(short, long[:num_segments])
+
+
+def test_streaming_extension_matches_longer_simulation() -> None:
+  # Beyond the horizon the factors come from the exact boundary recurrence; check it
+  # against a direct 16-cycle simulation.
+  num_cycles = 16
+  _, curve = long_term_curve(num_cycles)
+  direct = np.diff(curve[::STEPS_PER_CYCLE])
+  np.testing.assert_allclose(retention_factors(num_cycles, "streaming"), direct,
+                             rtol=0, atol=1e-12)
+
+
+def test_streaming_within_horizon_is_paper_times_level() -> None:
+  # One segment per cycle over the horizon: unnormalised paper factors for T = 6.
+  level = ltp_curve(float(HORIZON_CYCLES))
+  np.testing.assert_allclose(retention_factors(HORIZON_CYCLES, "streaming"),
+                             retention_factors(HORIZON_CYCLES) * level, rtol=1e-12)
+
+
+# --- mode none and argument checks --------------------------------------------------------
+
+@pytest.mark.parametrize("num_segments", [1, 3, 64])
+def test_none_mode_is_all_ones(num_segments: int) -> None:
+  rf = retention_factors(num_segments, "none")
+  assert rf.dtype == np.float64
+  np.testing.assert_array_equal(rf, np.ones(num_segments))
+
+
+@pytest.mark.parametrize("mode", ["Paper", "", "exponential"])
+def test_unknown_mode_raises(mode: str) -> None:
+  with pytest.raises(ValueError, match=rf"mode.*'paper'.*got {mode!r}"):
+    retention_factors(4, mode)
+
+
+@pytest.mark.parametrize("num_segments", [0, -3])
+@pytest.mark.parametrize("mode", ["paper", "streaming", "none"])
+def test_bad_num_segments_raises(num_segments: int, mode: str) -> None:
+  with pytest.raises(ValueError, match=rf"num_segments.*>= 1.*got {num_segments}"):
+    retention_factors(num_segments, mode)
+
+
+def test_bad_drive_raises() -> None:
+  with pytest.raises(ValueError, match="drive.*'pulse'.*'sideways'"):
+    simulate_macro_model(2, drive="sideways")
