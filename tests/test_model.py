@@ -45,12 +45,12 @@ def _loss_and_grads(cfg, tokens, params):
 def _assert_grads_close(grads, ref, rtol=1e-5):
   flat, flat_ref = jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(ref)
   total = np.sqrt(sum(float(jnp.sum(g ** 2)) for g in flat_ref))
-  err = np.sqrt(sum(float(jnp.sum((a - b) ** 2)) for a, b in zip(flat, flat_ref, strict=False)))
+  err = np.sqrt(sum(float(jnp.sum((a - b) ** 2)) for a, b in zip(flat, flat_ref, strict=True)))
   assert err <= rtol * total, (err, total)
   # Per leaf too, except leaves whose true gradient is zero up to rounding (softmax's key
   # bias: softmax is shift-invariant), where a relative error means nothing.
   paths = jax.tree_util.tree_flatten_with_path(ref)[0]
-  for (path, b), a in zip(paths, flat, strict=False):
+  for (path, b), a in zip(paths, flat, strict=True):
     norm = float(jnp.linalg.norm(b))
     if norm > 1e-6 * total:
       assert float(jnp.linalg.norm(a - b)) <= rtol * norm, (jax.tree_util.keystr(path))

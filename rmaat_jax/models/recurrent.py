@@ -30,28 +30,27 @@ def _tree_add(a, b):
   return jax.tree_util.tree_map(jnp.add, a, b)
 
 
-def _forward_scan(step: SegmentStep, weights: Weights, mem0: Array, segments: Array,
-                  rf: np.ndarray, key: Array, num_memory: int, keep_memories: bool):
-  """Runs segments 1..T-1; returns the memory entering T and optionally all memories."""
-  num_segments = segments.shape[0]
+def _scan_segments(step: SegmentStep, weights: Weights, mem0: Array, segments: Array,
+                   rf: np.ndarray, key: Array, num_memory: int) -> tuple[Array, Array]:
+  """One loop over all T segments; returns Z_T and the memories entering each segment.
 
-  def body(mem, xs):
+  The last segment runs inside the loop too: a loop of trip count 1 (T = 2 with the
+  last segment outside) would be inlined by XLA, which may then merge a replay or a
+  rematerialisation with the forward computation and keep that segment's activations
+  alive, i.e. BPTT's footprint.
+  """
+
+  def body(carry, xs):
+    mem, _ = carry
     t, tokens, rf_t = xs
     z = step(weights, mem, tokens, jax.random.fold_in(key, t))
-    return (rf_t * z[:, :num_memory]).astype(mem.dtype), (mem if keep_memories else None)
+    # rf[T-1] scales a memory that no segment reads; it keeps the loop uniform.
+    return ((rf_t * z[:, :num_memory]).astype(mem.dtype), z), mem
 
-  xs = (jnp.arange(num_segments - 1), segments[:-1], jnp.asarray(rf[:-1], mem0.dtype))
-  return lax.scan(body, mem0, xs)
-
-
-def _last_key(key: Array, num_segments: int) -> Array:
-  return jax.random.fold_in(key, num_segments - 1)
-
-
-def _scan_autodiff(step: SegmentStep, weights: Weights, mem0: Array, segments: Array,
-                   rf: np.ndarray, key: Array, num_memory: int) -> Array:
-  mem_last, _ = _forward_scan(step, weights, mem0, segments, rf, key, num_memory, False)
-  return step(weights, mem_last, segments[-1], _last_key(key, segments.shape[0]))
+  z_spec = jax.eval_shape(step, weights, mem0, segments[0], key)
+  xs = (jnp.arange(segments.shape[0]), segments, jnp.asarray(rf, mem0.dtype))
+  (_, z_last), memories = lax.scan(body, (mem0, jnp.zeros(z_spec.shape, z_spec.dtype)), xs)
+  return z_last, memories
 
 
 def make_amrb(step: SegmentStep, rf: np.ndarray, num_memory: int):
@@ -60,37 +59,36 @@ def make_amrb(step: SegmentStep, rf: np.ndarray, num_memory: int):
 
   @jax.custom_vjp
   def run(weights, mem0, segments, key):
-    return _scan_autodiff(step, weights, mem0, segments, rf_all, key, num_memory)
+    return _scan_segments(step, weights, mem0, segments, rf_all, key, num_memory)[0]
 
   def forward(weights, mem0, segments, key):
-    mem_last, memories = _forward_scan(step, weights, mem0, segments, rf_all, key,
-                                       num_memory, keep_memories=True)
-    z_last = step(weights, mem_last, segments[-1], _last_key(key, segments.shape[0]))
-    # Replay buffer: mem_1..mem_T; the activations of each segment are not kept.
-    memories = jnp.concatenate([memories, mem_last[None]], axis=0)
+    # Only the memories entering each segment are kept (the replay buffer [T, B, M, d]).
+    z_last, memories = _scan_segments(step, weights, mem0, segments, rf_all, key, num_memory)
     return z_last, (weights, memories, segments, key)
 
   def replay_backward(residuals, dz_last):
     weights, memories, segments, key = residuals
-    num_segments = segments.shape[0]
-    _, vjp_last = jax.vjp(
-        lambda w, m: step(w, m, segments[-1], _last_key(key, num_segments)),
-        weights, memories[-1])
-    dweights, dmem = vjp_last(dz_last)
+    last = segments.shape[0] - 1
 
     def body(carry, xs):
       dweights_acc, dmem_next = carry
       t, tokens, mem_t, rf_t = xs
-      key_t = jax.random.fold_in(key, t)
-      # mem_{t+1} = RF(t, T) * Z_t[:, :M]: the seed is RF(t, T) * dL/dmem_{t+1}.
-      segment = lambda w, m: rf_t * step(w, m, tokens, key_t)[:, :num_memory]  # noqa: E731
-      _, vjp_t = jax.vjp(segment, weights, mem_t)
-      dweights_t, dmem_t = vjp_t(dmem_next.astype(mem_t.dtype))
+      # Make the replay of segment t wait for dL/dmem_{t+1}, so that XLA cannot schedule
+      # it early and hold two segments' activations at once.
+      mem_t, dmem_next = lax.optimization_barrier((mem_t, dmem_next))
+      # Seed: dL/dZ_T from the head for the last segment; otherwise
+      # mem_{t+1} = RF(t, T) * Z_t[:, :M] gives RF(t, T) * dL/dmem_{t+1} on the memory rows.
+      memory_seed = jnp.zeros_like(dz_last).at[:, :num_memory].set(
+          (rf_t * dmem_next).astype(dz_last.dtype))
+      seed = jnp.where(t == last, dz_last, memory_seed)
+      replay = lambda w, m: step(w, m, tokens, jax.random.fold_in(key, t))  # noqa: E731
+      _, vjp_t = jax.vjp(replay, weights, mem_t)
+      dweights_t, dmem_t = vjp_t(seed)
       return (_tree_add(dweights_acc, dweights_t), dmem_t), None
 
-    xs = (jnp.arange(num_segments - 1), segments[:-1], memories[:-1],
-          jnp.asarray(rf_all[:-1], memories.dtype))
-    (dweights, dmem0), _ = lax.scan(body, (dweights, dmem), xs, reverse=True)
+    init = (jax.tree_util.tree_map(jnp.zeros_like, weights), jnp.zeros_like(memories[0]))
+    xs = (jnp.arange(last + 1), segments, memories, jnp.asarray(rf_all, memories.dtype))
+    (dweights, dmem0), _ = lax.scan(body, init, xs, reverse=True)
     # Integer tokens and the dropout key have no cotangent.
     return dweights, dmem0, None, None
 
@@ -108,10 +106,10 @@ def run_segments(step: SegmentStep, weights: Weights, mem0: Array, segments: Arr
   if segments.shape[0] != len(rf):
     raise ValueError(f"{segments.shape[0]} segments but {len(rf)} retention factors")
   if backprop == "bptt":
-    return _scan_autodiff(step, weights, mem0, segments, rf, key, num_memory)
+    return _scan_segments(step, weights, mem0, segments, rf, key, num_memory)[0]
   if backprop == "remat":
     remat_step = jax.checkpoint(step, policy=jax.checkpoint_policies.nothing_saveable)
-    return _scan_autodiff(remat_step, weights, mem0, segments, rf, key, num_memory)
+    return _scan_segments(remat_step, weights, mem0, segments, rf, key, num_memory)[0]
   if backprop == "amrb":
     return make_amrb(step, rf, num_memory)(weights, mem0, segments, key)
   raise ValueError(f"unknown backprop mode {backprop!r}; use one of {BACKPROP_MODES}")
