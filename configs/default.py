@@ -1,0 +1,50 @@
+"""Defaults shared by every task config (`get_config()` returns an ml_collections ConfigDict).
+
+Task configs (configs/lra_*.py) start from this and override what differs. Field names in
+`model`, `train` and `data` are a contract with the trainer and outside checks.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+
+  config.model = model = ml_collections.ConfigDict()
+  model.vocab_size = 256
+  model.num_classes = 2
+  model.seq_len = 1024
+  model.num_segments = 4  # segment length = seq_len / num_segments
+  model.num_memory_tokens = 1
+  model.emb_dim = 128
+  model.num_heads = 4
+  model.num_layers = 2
+  model.mlp_dim = 256
+  model.dropout_rate = 0.1
+  model.attention = "astro"  # "astro" (RMAAT) | "softmax" (RMT) | "linear" (RLT)
+  model.position = "projected"  # "projected" | "distance"
+  model.position_scale = 2.0
+  model.alpha = 0.25
+  model.hebbian_sigmoid = False
+  model.retention = "paper"  # "paper" | "streaming" | "none"
+  model.backprop = "amrb"  # "amrb" | "remat" | "bptt"
+  model.pool = "memory"  # "memory" | "mean"
+  model.dual_encoder = False
+  model.pad_id = 0  # -1: no padding id (every id is a real token)
+
+  config.train = train = ml_collections.ConfigDict()
+  train.num_steps = 10_000
+  train.batch_size = 32  # global, split over all devices
+  train.eval_every = 500
+  train.checkpoint_every = 500
+  train.num_eval_batches = 50
+  train.learning_rate = 1e-3
+  train.warmup_steps = 1000
+  train.weight_decay = 1e-2
+  train.seed = 0
+
+  config.data = data = ml_collections.ConfigDict()
+  data.dataset = ""
+  data.data_dir = ""  # empty: the TFDS default (~/tensorflow_datasets)
+  data.download = False
+  return config

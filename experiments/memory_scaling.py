@@ -1,0 +1,128 @@
+"""Compiled memory of a training gradient vs number of segments, for bptt / remat / amrb.
+
+    python experiments/memory_scaling.py [--segments 2 4 8 16 32 64] [--time_segments 8 16]
+
+Model: d=128, 4 heads, 2 layers, d_ff=512, 1 memory token, astro attention, segments of
+256 tokens, batch 8 (issue 2). Memory is XLA's compiled buffer assignment
+(`memory_analysis()`: temp = activations + workspace; total adds parameters, inputs and
+gradients), so it is the same on any backend that compiles the same program; step time is
+the median of `--runs` steps after a warm-up, on whatever device JAX sees.
+
+Writes experiments/results/memory_scaling.{json,md} and experiments/memory_scaling.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import pathlib
+import platform
+
+import jax
+
+from rmaat_jax.profiling import gradient_step_profile
+
+HERE = pathlib.Path(__file__).resolve().parent
+MODES = ("bptt", "remat", "amrb")
+MODEL = dict(vocab_size=256, num_classes=10, num_memory_tokens=1, emb_dim=128, num_heads=4,
+             num_layers=2, mlp_dim=512, dropout_rate=0.1, attention="astro",
+             position="projected", retention="paper", pool="memory")
+SEGMENT_LEN, BATCH = 256, 8
+MB = 2.0 ** 20
+
+
+def model_config(mode: str, num_segments: int) -> dict:
+  return {**MODEL, "backprop": mode, "num_segments": num_segments,
+          "seq_len": SEGMENT_LEN * num_segments}
+
+
+def measure(segments: list[int], time_segments: list[int], runs: int) -> list[dict]:
+  rows = []
+  for num_segments in segments:
+    for mode in MODES:
+      timed = num_segments in time_segments and mode != "remat"
+      profile = gradient_step_profile(model_config(mode, num_segments), BATCH,
+                                      time_runs=runs if timed else 0)
+      rows.append({"mode": mode, "segments": num_segments, **profile})
+      print(f"{mode:5s} T={num_segments:3d} temp={profile['temp'] / MB:9.1f} MiB "
+            f"total={profile['total'] / MB:9.1f} MiB"
+            + (f" step={profile['step_s']:.3f} s" if timed else ""), flush=True)
+  return rows
+
+
+def _row(rows, mode, num_segments):
+  return next(r for r in rows if r["mode"] == mode and r["segments"] == num_segments)
+
+
+def summary(rows: list[dict], segments: list[int], time_segments: list[int]) -> str:
+  lines = ["| segments | tokens | bptt temp (MiB) | remat temp (MiB) | amrb temp (MiB) "
+           "| bptt / amrb |", "|---|---|---|---|---|---|"]
+  for t in segments:
+    temps = [_row(rows, m, t)["temp"] / MB for m in MODES]
+    lines.append(f"| {t} | {t * SEGMENT_LEN} | " + " | ".join(f"{x:.1f}" for x in temps)
+                 + f" | {temps[0] / temps[2]:.2f}x |")
+  lines += ["", "| segments | bptt step (s) | amrb step (s) | amrb / bptt |", "|---|---|---|---|"]
+  for t in time_segments:
+    bptt, amrb = _row(rows, "bptt", t)["step_s"], _row(rows, "amrb", t)["step_s"]
+    lines.append(f"| {t} | {bptt:.3f} | {amrb:.3f} | {amrb / bptt:.2f}x |")
+  first, last = min(segments), max(segments)
+  amrb_first = _row(rows, "amrb", first)["temp"]
+  lines += ["", f"AMRB temp at {last} segments / at {first}: "
+            f"{_row(rows, 'amrb', last)['temp'] / amrb_first:.3f}x"]
+  if 16 in segments:
+    lines.append("BPTT / AMRB temp at 16 segments: "
+                 f"{_row(rows, 'bptt', 16)['temp'] / _row(rows, 'amrb', 16)['temp']:.2f}x "
+                 "(paper: 4.41x)")
+  return "\n".join(lines)
+
+
+def plot(rows: list[dict], segments: list[int], path: pathlib.Path) -> None:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for mode, marker in zip(MODES, "osd", strict=True):
+    ax.plot(segments, [_row(rows, mode, t)["temp"] / MB for t in segments],
+            marker=marker, label=mode)
+  ax.set_xscale("log", base=2)
+  ax.set_yscale("log")
+  ax.set_xticks(segments, [str(t) for t in segments])
+  ax.set_xlabel(f"segments of {SEGMENT_LEN} tokens")
+  ax.set_ylabel("compiled temp memory of a gradient step (MiB)")
+  ax.set_title("RMAAT training memory: d=128, 2 layers, batch 8")
+  ax.grid(True, which="both", alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--segments", type=int, nargs="+", default=[2, 4, 8, 16, 32, 64])
+  parser.add_argument("--time_segments", type=int, nargs="*", default=[8])
+  parser.add_argument("--runs", type=int, default=5)
+  parser.add_argument("--out", type=pathlib.Path, default=HERE / "results")
+  args = parser.parse_args()
+
+  rows = measure(args.segments, args.time_segments, args.runs)
+  table = summary(rows, args.segments, args.time_segments)
+  print(table)
+  device = jax.devices()[0]
+  meta = {"date": datetime.date.today().isoformat(), "device": str(device.device_kind),
+          "platform": device.platform, "host": platform.processor() or platform.machine(),
+          "jax": jax.__version__, "model": MODEL, "segment_len": SEGMENT_LEN,
+          "batch": BATCH}
+  args.out.mkdir(parents=True, exist_ok=True)
+  (args.out / "memory_scaling.json").write_text(json.dumps({"meta": meta, "rows": rows},
+                                                           indent=1))
+  (args.out / "memory_scaling.md").write_text(
+      f"# memory_scaling ({meta['date']}, {meta['platform']}: {meta['device']}, "
+      f"jax {meta['jax']})\n\n{table}\n")
+  plot(rows, args.segments, HERE / "memory_scaling.png")
+
+
+if __name__ == "__main__":
+  main()

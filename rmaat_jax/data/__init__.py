@@ -1,0 +1,1 @@
+"""LRA data: generators (ListOps, Pathfinder), TFDS builders and grain input pipelines."""
