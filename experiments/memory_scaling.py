@@ -66,10 +66,12 @@ def summary(rows: list[dict], segments: list[int], time_segments: list[int]) -> 
   for t in time_segments:
     bptt, amrb = _row(rows, "bptt", t)["step_s"], _row(rows, "amrb", t)["step_s"]
     lines.append(f"| {t} | {bptt:.3f} | {amrb:.3f} | {amrb / bptt:.2f}x |")
-  first, last = min(segments), max(segments)
+  first = min(segments)
   amrb_first = _row(rows, "amrb", first)["temp"]
-  lines += ["", f"AMRB temp at {last} segments / at {first}: "
-            f"{_row(rows, 'amrb', last)['temp'] / amrb_first:.3f}x"]
+  lines.append("")
+  for t in sorted({32, max(segments)} & set(segments)):
+    lines.append(f"AMRB temp at {t} segments / at {first}: "
+                 f"{_row(rows, 'amrb', t)['temp'] / amrb_first:.3f}x (goal <= 1.3x)")
   if 16 in segments:
     lines.append("BPTT / AMRB temp at 16 segments: "
                  f"{_row(rows, 'bptt', 16)['temp'] / _row(rows, 'amrb', 16)['temp']:.2f}x "
