@@ -44,7 +44,19 @@ def get_config() -> ml_collections.ConfigDict:
   train.seed = 0
 
   config.data = data = ml_collections.ConfigDict()
+  # listops | text | retrieval | image | pathfinder | fashion_mnist (offline Image substitute)
   data.dataset = ""
-  data.data_dir = ""  # empty: the TFDS default (~/tensorflow_datasets)
-  data.download = False
+  data.data_dir = ""  # TFDS data dir; empty: the TFDS default (~/tensorflow_datasets)
+  data.download = False  # let TFDS download cifar10 / imdb_reviews (needs internet)
+  # Folder with LRA's release files for listops / retrieval / pathfinder (e.g.
+  # lra_release/listops-1000); empty: <data_dir>/downloads/manual.
+  data.manual_dir = ""
+  # ListOps and Pathfinder only: generate the data with rmaat_jax.data.{listops,pathfinder}
+  # instead of reading LRA's files (cached under <data_dir>/generated/).
+  data.generate = False
+  data.generate_sizes = (96_000, 2_000, 2_000)  # train, validation, test
+  data.generate_seed = 0
+  data.generate_workers = 1  # Pathfinder generator processes
+  data.pathfinder_difficulty = "hard"  # generated Pathfinder: easy | intermediate | hard
+  data.num_workers = 0  # grain worker processes (0: read in the main process)
   return config

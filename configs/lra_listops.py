@@ -26,4 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.num_steps = 5000
   config.train.learning_rate = 5e-4
   config.data.dataset = "listops"
+  # Offline by default: 96K / 2K / 2K generated trees (DATA.md section 2). With LRA's files:
+  # --config.data.generate=False --config.data.manual_dir=/path/to/lra_release/listops-1000
+  config.data.generate = True
   return config

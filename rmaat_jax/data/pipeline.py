@@ -1,0 +1,256 @@
+"""Input pipelines: `get_datasets(config)` -> train / validation / test grain loaders.
+
+Every task is read through TFDS: the catalog builders `cifar10` and `imdb_reviews`, or our
+builders (builders.py) for the files LRA ships. Datasets are prepared once as ArrayRecord
+and read with `builder.as_data_source()` + grain, which needs no TensorFlow. Batches are
+`{"inputs": int32 [B, seq_len] (or [B, 2, seq_len]), "targets": int32 [B]}` with B the
+per-process batch. The training order is a pure function of (train.seed, step): grain's
+IndexSampler shuffles deterministically, and the iterator state is checkpointable
+(`iterator.get_state()` / `set_state()`), so a resumed run sees the same batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+from collections.abc import Mapping
+from typing import Any
+
+import grain.python as grain
+import numpy as np
+import tensorflow_datasets as tfds
+
+from rmaat_jax.data import builders, listops, pathfinder, preprocess
+from rmaat_jax.data.builders import DataMissingError
+from rmaat_jax.models.config import ConfigError
+
+__all__ = ["DataInfo", "Datasets", "DataMissingError", "TASKS", "get_datasets"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """What a dataset name means: where it comes from and what the model sees."""
+
+  description: str
+  splits: tuple[str, str, str]  # TFDS split strings for train, validation, test
+  kind: str  # record -> tokens: "tokens" | "text" | "image_rgb" | "pair"
+  vocab_size: int
+  num_classes: int
+  pad_id: int  # -1: every id is a real token
+  catalog: str = ""  # TFDS catalog name, else our builder below
+  builder: type | None = None
+  length: int | None = None  # fixed length of pixel tasks
+  generator: str = ""  # "listops" | "pathfinder" when data.generate may be used
+
+
+TASKS: dict[str, Task] = {
+    "listops": Task("LRA ListOps", ("train", "validation", "test"), "tokens",
+                    listops.VOCAB_SIZE, 10, listops.PAD_ID, builder=builders.LraListops,
+                    generator="listops"),
+    "text": Task("LRA Text (IMDb bytes; LRA evaluates on test for validation too)",
+                 ("train", "test", "test"), "text", preprocess.BYTE_VOCAB_SIZE, 2, 0,
+                 catalog="imdb_reviews"),
+    "retrieval": Task("LRA Retrieval (AAN)", ("train", "validation", "test"), "pair",
+                      preprocess.BYTE_VOCAB_SIZE, 2, 0, builder=builders.LraRetrieval),
+    "image": Task("LRA Image (CIFAR-10 grayscale)", ("train[:90%]", "train[90%:]", "test"),
+                  "image_rgb", preprocess.PIXEL_VOCAB_SIZE, 10, -1, catalog="cifar10",
+                  length=1024),
+    "fashion_mnist": Task(
+        "Image (Fashion-MNIST) - offline SUBSTITUTE for LRA Image, not comparable with "
+        "CIFAR-10 results", ("train[:90%]", "train[90%:]", "test"), "tokens",
+        preprocess.PIXEL_VOCAB_SIZE, 10, -1, builder=builders.FashionMnistDebian,
+        length=1024),
+    "pathfinder": Task("LRA Pathfinder-32 (hard)", ("train", "validation", "test"), "tokens",
+                       preprocess.PIXEL_VOCAB_SIZE, 2, -1, builder=builders.LraPathfinder32,
+                       length=1024, generator="pathfinder"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+  """What the model and the logs need to know about the data."""
+
+  dataset: str
+  source: str  # where the examples come from, for logs and results
+  vocab_size: int
+  num_classes: int
+  seq_len: int
+  pad_id: int
+  dual_encoder: bool
+  num_examples: dict[str, int]
+
+
+@dataclasses.dataclass
+class Datasets:
+  train: grain.DataLoader  # endless, shuffled
+  validation: grain.DataLoader  # one pass, in order, last batch may be short
+  test: grain.DataLoader
+  info: DataInfo
+
+
+class ToModelInputs(grain.MapTransform):
+  """A TFDS record -> {"inputs": int32 ids, "targets": int32}."""
+
+  def __init__(self, kind: str, seq_len: int, pad_id: int):
+    self.kind, self.seq_len, self.pad_id = kind, seq_len, max(pad_id, 0)
+
+  def map(self, record: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    if self.kind == "tokens":
+      ids = preprocess.pad_to(np.asarray(record["inputs"]), self.seq_len, self.pad_id)
+    elif self.kind == "text":
+      ids = preprocess.pad_to(preprocess.byte_ids(record["text"], builders.TEXT_MAX_LEN),
+                              self.seq_len)
+    elif self.kind == "image_rgb":
+      ids = preprocess.grayscale_pixels(record["image"])
+    elif self.kind == "pair":
+      ids = np.stack([preprocess.pad_to(np.asarray(record[k]), self.seq_len)
+                      for k in ("inputs_a", "inputs_b")])
+    else:
+      raise ValueError(f"unknown record kind {self.kind!r}")
+    label = record["targets"] if "targets" in record else record["label"]
+    return {"inputs": ids.astype(np.int32), "targets": np.asarray(label, np.int32)}
+
+
+def check_model_config(model_config: Mapping[str, Any], task: Task, name: str) -> None:
+  """The model must be able to read the data: vocabulary, classes, length, padding."""
+  if model_config["vocab_size"] < task.vocab_size:
+    raise ConfigError(f"model.vocab_size={model_config['vocab_size']} is smaller than "
+                      f"{name}'s vocabulary ({task.vocab_size}); set it to {task.vocab_size}")
+  if model_config["num_classes"] != task.num_classes:
+    raise ConfigError(f"model.num_classes={model_config['num_classes']}: {name} has "
+                      f"{task.num_classes} classes")
+  if task.length is not None and model_config["seq_len"] != task.length:
+    raise ConfigError(f"model.seq_len={model_config['seq_len']}: {name} has exactly "
+                      f"{task.length} tokens per example; set model.seq_len={task.length}")
+  if model_config.get("pad_id", 0) != task.pad_id:
+    raise ConfigError(f"model.pad_id={model_config.get('pad_id', 0)}: {name} uses "
+                      f"pad_id={task.pad_id}" + (" (every pixel value is a real token)"
+                                                 if task.pad_id < 0 else ""))
+  if model_config.get("dual_encoder", False) != (task.kind == "pair"):
+    raise ConfigError(f"model.dual_encoder={model_config.get('dual_encoder', False)}: "
+                      f"{name} needs dual_encoder={task.kind == 'pair'}")
+
+
+def _data_dir(data_config) -> pathlib.Path:
+  return pathlib.Path(data_config.data_dir or tfds.core.constants.DATA_DIR).expanduser()
+
+
+def _generated_source(name: str, task: Task, data_config) -> tuple[Any, pathlib.Path, str]:
+  """Builder config and manual dir of generated data, generating the files if absent."""
+  sizes = tuple(int(n) for n in data_config.generate_sizes)
+  seed = int(data_config.generate_seed)
+  if len(sizes) != 3 or min(sizes) <= 0:
+    raise ConfigError(f"data.generate_sizes={sizes!r}: need three positive sizes "
+                      "(train, validation, test)")
+  if task.generator == "listops":
+    config_name = f"generated_{sizes[0]}_{sizes[1]}_{sizes[2]}_seed{seed}"
+    builder_config = tfds.core.BuilderConfig(name=config_name)
+  else:
+    difficulty = data_config.get("pathfinder_difficulty", "hard")
+    config_name = f"generated_{difficulty}_{sizes[0]}_{sizes[1]}_{sizes[2]}_seed{seed}"
+    builder_config = builders.PathfinderConfig(
+        name=config_name, contour_length=pathfinder.CONTOUR_LENGTHS[difficulty],
+        split_sizes=sizes)
+  out = _data_dir(data_config) / "generated" / name / config_name
+  done = out / "COMPLETE"
+  if not done.exists():
+    logging.info("Generating %s into %s (sizes %s, seed %d).", name, out, sizes, seed)
+    if task.generator == "listops":
+      listops.write_splits(out, sizes, seed)
+    else:
+      pathfinder.write_dataset(out, difficulty, sum(sizes), seed,
+                               workers=int(data_config.get("generate_workers", 1)))
+    done.write_text("generated by rmaat_jax\n")
+  source = f"GENERATED {name} ({config_name}, rmaat_jax.data.{task.generator})"
+  return builder_config, out, source
+
+
+def prepare_builder(name: str, data_config) -> tuple[tfds.core.DatasetBuilder, str]:
+  """Returns a prepared ArrayRecord builder for dataset `name` and a source description."""
+  if name not in TASKS:
+    raise ConfigError(f"data.dataset={name!r}: unknown dataset; use one of {sorted(TASKS)}")
+  task = TASKS[name]
+  data_dir = _data_dir(data_config)
+  if task.catalog:
+    builder = tfds.builder(task.catalog, data_dir=str(data_dir), file_format="array_record")
+    if not builder.is_prepared():
+      if not data_config.download:
+        raise DataMissingError(
+            f"{name}: TFDS dataset '{task.catalog}' is not prepared in {builder.data_dir} "
+            "and data.download=False. Run once with --config.data.download=True on a "
+            f"machine with internet (or copy a prepared {task.catalog} into data.data_dir).")
+      builder.download_and_prepare(file_format="array_record")
+    return builder, f"TFDS {task.catalog} ({builder.data_dir})"
+  if data_config.get("generate", False):
+    if not task.generator:
+      raise ConfigError(f"data.generate=True: {name} cannot be generated (only listops and "
+                        "pathfinder can)")
+    builder_config, manual_dir, source = _generated_source(name, task, data_config)
+  else:
+    builder_config = None
+    manual_dir = pathlib.Path(
+        data_config.get("manual_dir") or data_dir / "downloads" / "manual").expanduser()
+    default = (builders.FASHION_MNIST_DIR if task.builder is builders.FashionMnistDebian
+               else None)
+    if not data_config.get("manual_dir") and default:
+      manual_dir = pathlib.Path(default)
+    source = f"{task.description} from {manual_dir}"
+  builder = task.builder(config=builder_config, data_dir=str(data_dir),
+                         file_format="array_record")
+  if not builder.is_prepared():
+    builder.locate_files(manual_dir)  # missing files: DataMissingError, before TFDS runs
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+  return builder, source
+
+
+def _data_source(builder, split: str, name: str):
+  try:
+    return builder.as_data_source(split=split)
+  except NotImplementedError as e:  # an older TFRecord copy in the same data_dir
+    raise DataMissingError(
+        f"{name}: {builder.data_dir} holds a TFRecord copy; random access needs "
+        "ArrayRecord. Delete that folder or choose another data.data_dir, then "
+        "prepare again.") from e
+
+
+def get_datasets(config, *, process_index: int = 0, process_count: int = 1) -> Datasets:
+  """Train / validation / test loaders for `config.data.dataset`, for this process.
+
+  Each process reads its own shard (grain ShardOptions) and gets
+  train.batch_size / process_count examples per batch.
+  """
+  data_config, name = config.data, config.data.dataset
+  if name not in TASKS:
+    raise ConfigError(f"data.dataset={name!r}: unknown dataset; use one of {sorted(TASKS)}")
+  task = TASKS[name]
+  check_model_config(config.model, task, name)
+  batch_size = int(config.train.batch_size)
+  if batch_size <= 0 or batch_size % process_count:
+    raise ConfigError(f"train.batch_size={batch_size}: must be a positive multiple of the "
+                      f"number of processes ({process_count})")
+  builder, source = prepare_builder(name, data_config)
+  logging.info("Data: %s.", source)
+  sources = [_data_source(builder, split, name) for split in task.splits]
+  transform = ToModelInputs(task.kind, int(config.model.seq_len), task.pad_id)
+  workers = int(data_config.get("num_workers", 0))
+  per_process = batch_size // process_count
+
+  def loader(source, *, train: bool) -> grain.DataLoader:
+    shard = grain.ShardOptions(process_index, process_count, drop_remainder=True)
+    sampler = grain.IndexSampler(num_records=len(source), shard_options=shard,
+                                 shuffle=train, num_epochs=None if train else 1,
+                                 seed=int(config.train.seed))
+    batch = grain.Batch(per_process, drop_remainder=train)
+    return grain.DataLoader(data_source=source, sampler=sampler,
+                            operations=[transform, batch], worker_count=workers)
+
+  info = DataInfo(
+      dataset=name, source=source, vocab_size=task.vocab_size,
+      num_classes=task.num_classes, seq_len=int(config.model.seq_len), pad_id=task.pad_id,
+      dual_encoder=task.kind == "pair",
+      num_examples={s: len(src) for s, src in zip(("train", "validation", "test"), sources,
+                                                  strict=True)})
+  return Datasets(loader(sources[0], train=True), loader(sources[1], train=False),
+                  loader(sources[2], train=False), info)

@@ -1,0 +1,271 @@
+"""get_datasets: every task through TFDS (ArrayRecord) + grain, on mock or fixture data."""
+
+import gzip
+import pathlib
+
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from rmaat_jax.data import builders, listops, pathfinder, preprocess
+from rmaat_jax.data.pipeline import DataMissingError, get_datasets
+from rmaat_jax.models import ConfigError
+
+SEQ = {"listops": 64, "text": 96, "retrieval": 48, "image": 1024, "fashion_mnist": 1024,
+       "pathfinder": 1024}
+MODEL = {"listops": (17, 10, 0, False), "text": (257, 2, 0, False),
+         "retrieval": (257, 2, 0, True), "image": (256, 10, -1, False),
+         "fashion_mnist": (256, 10, -1, False), "pathfinder": (256, 2, -1, False)}
+
+
+def make_config(dataset, data_dir, batch_size=4, seed=0, **data):
+  vocab, classes, pad, dual = MODEL[dataset]
+  config = ml_collections.ConfigDict()
+  config.model = dict(vocab_size=vocab, num_classes=classes, seq_len=SEQ[dataset],
+                      pad_id=pad, dual_encoder=dual)
+  config.train = dict(batch_size=batch_size, seed=seed)
+  config.data = {**dict(dataset=dataset, data_dir=str(data_dir), download=False,
+                        manual_dir="", generate=False, generate_sizes=(24, 8, 8),
+                        generate_seed=0, generate_workers=1, num_workers=0), **data}
+  return config
+
+
+def first_batches(loader, n):
+  it = iter(loader)
+  return [next(it) for _ in range(n)]
+
+
+def check_batch(batch, dataset, batch_size=4):
+  vocab, classes, _, dual = MODEL[dataset]
+  shape = (batch_size, 2, SEQ[dataset]) if dual else (batch_size, SEQ[dataset])
+  assert batch["inputs"].shape == shape and batch["inputs"].dtype == np.int32
+  assert batch["targets"].shape == (batch_size,) and batch["targets"].dtype == np.int32
+  assert 0 <= batch["inputs"].min() and batch["inputs"].max() < vocab
+  assert 0 <= batch["targets"].min() and batch["targets"].max() < classes
+
+
+# --- catalog datasets on tfds.testing.mock_data -------------------------------------------
+
+def test_cifar10_grayscale_pipeline_on_mock_data(tmp_path):
+  with tfds.testing.mock_data(num_examples=12):
+    ds = get_datasets(make_config("image", tmp_path, download=True))
+    batch = first_batches(ds.validation, 1)[0]
+    check_batch(batch, "image")
+    # The validation loader is in order: example 0 is the source's record 0.
+    record = tfds.data_source("cifar10", split="train[90%:]", data_dir=str(tmp_path))[0]
+  rgb = record["image"].astype(np.float64)
+  expected = np.rint(rgb[..., 0] * 0.2989 + rgb[..., 1] * 0.5870 + rgb[..., 2] * 0.1140)
+  np.testing.assert_array_equal(batch["inputs"][0], expected.reshape(-1))
+  assert batch["targets"][0] == record["label"]
+
+
+def test_imdb_byte_pipeline_on_mock_data(tmp_path):
+  with tfds.testing.mock_data(num_examples=8):
+    ds = get_datasets(make_config("text", tmp_path, download=True))
+    batch = first_batches(ds.test, 1)[0]
+    record = tfds.data_source("imdb_reviews", split="test", data_dir=str(tmp_path))[0]
+  check_batch(batch, "text")
+  text = record["text"].encode() if isinstance(record["text"], str) else record["text"]
+  ids = np.frombuffer(text[:SEQ["text"]], np.uint8) + 1
+  np.testing.assert_array_equal(batch["inputs"][0, :len(ids)], ids)
+  assert not batch["inputs"][0, len(ids):].any()  # right padding with 0
+  assert ds.info.source.startswith("TFDS imdb_reviews")
+
+
+def test_catalog_dataset_missing_fails_at_once(tmp_path):
+  with pytest.raises(DataMissingError) as err:
+    get_datasets(make_config("image", tmp_path / "empty"))
+  message = str(err.value)
+  assert "cifar10" in message and str(tmp_path / "empty") in message
+  assert "download=True" in message
+
+
+# --- our builders on fixture files ---------------------------------------------------------
+
+def write_aan(directory: pathlib.Path, rows=6):
+  directory.mkdir(parents=True)
+  for split in ("train", "eval", "test"):
+    lines = [f"{i % 2}.0\taan/{i}\taan/{i + 100}\tdoc one {split} {i}\tsecond é {i}"
+             for i in range(rows)]
+    (directory / f"new_aan_pairs.{split}.tsv").write_text("\n".join(lines) + "\n")
+
+
+def test_retrieval_reads_lra_tsv_format(tmp_path):
+  manual = tmp_path / "lra_release" / "tsv_data"
+  write_aan(manual)
+  ds = get_datasets(make_config("retrieval", tmp_path / "tfds", batch_size=2,
+                                manual_dir=str(tmp_path / "lra_release")))
+  batch = first_batches(ds.validation, 1)[0]
+  check_batch(batch, "retrieval", batch_size=2)
+  assert ds.info.num_examples == {"train": 6, "validation": 6, "test": 6}
+  labels = {}
+  for batch in ds.test:
+    for inputs, target in zip(batch["inputs"], batch["targets"], strict=True):
+      text_a = (inputs[0][inputs[0] > 0] - 1).astype(np.uint8).tobytes().decode()
+      labels[text_a] = target
+      i = int(text_a.rsplit(" ", 1)[1])
+      np.testing.assert_array_equal(
+          inputs[1][inputs[1] > 0], preprocess.byte_ids(f"second é {i}", 4096))
+  assert labels == {f"doc one test {i}": i % 2 for i in range(6)}
+
+
+def test_retrieval_missing_files_name_the_directory(tmp_path):
+  (tmp_path / "manual").mkdir()
+  with pytest.raises(DataMissingError, match="new_aan_pairs.train.tsv") as err:
+    get_datasets(make_config("retrieval", tmp_path / "tfds", manual_dir=str(tmp_path / "manual")))
+  assert str(tmp_path / "manual") in str(err.value) and "lra_release" in str(err.value)
+
+
+def test_malformed_aan_line_names_file_and_line(tmp_path):
+  write_aan(tmp_path / "m")
+  with open(tmp_path / "m" / "new_aan_pairs.train.tsv", "a") as f:
+    f.write("1\tonly three\tfields\n")
+  with pytest.raises(ValueError, match=r"new_aan_pairs\.train\.tsv:7: expected 5"):
+    get_datasets(make_config("retrieval", tmp_path / "tfds", manual_dir=str(tmp_path / "m")))
+
+
+def test_lra_listops_tsv_and_generated_share_one_loader(tmp_path):
+  manual = tmp_path / "listops-1000"
+  manual.mkdir()
+  rows = ["( ( ( [MAX 2 ) 9 ) ] )\t9", "( ( [SM 4 ) ( ( ( [MIN 7 ) 3 ) ] ) ] )\t7"] * 4
+  for name in listops.SPLIT_FILES:
+    (manual / name).write_text("Source\tTarget\n" + "\n".join(rows) + "\n")
+  lra = get_datasets(make_config("listops", tmp_path / "tfds", batch_size=8,
+                                 manual_dir=str(tmp_path)))
+  batch = first_batches(lra.test, 1)[0]
+  check_batch(batch, "listops", batch_size=8)
+  # [MAX 2 9 ] -> ids of [MAX, 2, 9, ]; brackets '(' ')' dropped; padded with 0.
+  expected = preprocess.pad_to(listops.tokenize(rows[0].split("\t")[0]), SEQ["listops"])
+  assert any(np.array_equal(row, expected) for row in batch["inputs"])
+  assert "LRA ListOps from" in lra.info.source
+
+  generated = get_datasets(make_config("listops", tmp_path / "tfds", generate=True))
+  assert generated.info.num_examples == {"train": 24, "validation": 8, "test": 8}
+  assert generated.info.source.startswith("GENERATED listops")
+  check_batch(first_batches(generated.train, 1)[0], "listops")
+
+
+def write_idx(path, array):
+  header = bytes([0, 0, 8, array.ndim]) + b"".join(
+      int(n).to_bytes(4, "big") for n in array.shape)
+  with gzip.open(path, "wb") as f:
+    f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_substitute_from_idx_files(tmp_path):
+  rng = np.random.default_rng(0)
+  images = {"train": rng.integers(0, 256, (20, 28, 28)), "t10k": rng.integers(0, 256, (5, 28, 28))}
+  for prefix, array in images.items():
+    write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", array)
+    write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(len(array)) % 10)
+  ds = get_datasets(make_config("fashion_mnist", tmp_path / "tfds", batch_size=5,
+                                manual_dir=str(tmp_path)))
+  assert ds.info.num_examples == {"train": 18, "validation": 2, "test": 5}
+  assert "SUBSTITUTE" in ds.info.source
+  batch = first_batches(ds.test, 1)[0]
+  check_batch(batch, "fashion_mnist", batch_size=5)
+  for inputs, target in zip(batch["inputs"], batch["targets"], strict=True):
+    padded = preprocess.pad_image(images["t10k"][target], 32)  # label i is image i here
+    np.testing.assert_array_equal(inputs, padded.reshape(-1))
+    assert not inputs.reshape(32, 32)[:2].any()  # 2-pixel zero border
+
+
+def test_corrupt_idx_file_is_named(tmp_path):
+  (tmp_path / "bad.gz").write_bytes(gzip.compress(b"\x00\x00\x09\x01rubbish"))
+  with pytest.raises(ValueError, match="bad.gz"):
+    builders.read_idx(tmp_path / "bad.gz")
+
+
+@pytest.mark.skipif(not pathlib.Path(builders.FASHION_MNIST_DIR).exists(),
+                    reason="Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")
+def test_debian_fashion_mnist_files_are_readable():
+  labels = builders.read_idx(pathlib.Path(builders.FASHION_MNIST_DIR) / "t10k-labels-idx1-ubyte.gz")
+  images = builders.read_idx(pathlib.Path(builders.FASHION_MNIST_DIR) / "t10k-images-idx3-ubyte.gz")
+  assert images.shape == (10_000, 28, 28) and labels.shape == (10_000,)
+  assert set(np.unique(labels)) == set(range(10))
+
+
+# --- order, resumption, sharding, config checks -----------------------------------------
+
+@pytest.fixture(scope="module")
+def generated_listops(tmp_path_factory):
+  data_dir = tmp_path_factory.mktemp("tfds")
+  get_datasets(make_config("listops", data_dir, generate=True))  # prepare once
+  return data_dir
+
+
+def test_training_order_is_a_function_of_seed_and_resumable(generated_listops):
+  config = make_config("listops", generated_listops, generate=True, seed=3)
+  a = first_batches(get_datasets(config).train, 8)  # 32 examples: crosses the epoch
+  b = first_batches(get_datasets(config).train, 8)
+  for x, y in zip(a, b, strict=True):
+    np.testing.assert_array_equal(x["inputs"], y["inputs"])
+  other = first_batches(get_datasets(make_config("listops", generated_listops, generate=True,
+                                                 seed=4)).train, 1)[0]
+  assert not np.array_equal(other["inputs"], a[0]["inputs"])
+
+  it = iter(get_datasets(config).train)
+  for _ in range(3):
+    next(it)
+  state = it.get_state()
+  resumed = iter(get_datasets(config).train)
+  resumed.set_state(state)
+  for expected in a[3:]:
+    np.testing.assert_array_equal(next(resumed)["inputs"], expected["inputs"])
+
+
+def test_each_process_reads_its_own_shard(generated_listops):
+  config = make_config("listops", generated_listops, generate=True, batch_size=4)
+  seen = []
+  for index in range(2):
+    ds = get_datasets(config, process_index=index, process_count=2)
+    batches = list(ds.validation)
+    assert all(b["inputs"].shape[0] <= 2 for b in batches)  # per-process batch
+    seen.append({row.tobytes() for b in batches for row in b["inputs"]})
+  assert not seen[0] & seen[1]
+  assert len(seen[0]) + len(seen[1]) == 8
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("model.num_classes", 3, r"model\.num_classes=3"),
+    ("model.seq_len", 1000, r"model\.seq_len=1000.*1024"),
+    ("model.pad_id", 0, r"model\.pad_id=0"),
+    ("model.vocab_size", 100, r"model\.vocab_size=100"),
+    ("data.dataset", "cifar", r"data\.dataset='cifar'"),
+    ("train.batch_size", 3, r"train\.batch_size=3"),
+])
+def test_config_mismatch_is_a_config_error(tmp_path, field, value, message):
+  config = make_config("pathfinder", tmp_path)
+  section, key = field.split(".")
+  config[section][key] = value
+  with pytest.raises(ConfigError, match=message):
+    get_datasets(config, process_count=2)
+
+
+def test_missing_listops_files_without_generate(tmp_path):
+  with pytest.raises(DataMissingError, match="listops.*data.generate=True"):
+    get_datasets(make_config("listops", tmp_path, manual_dir=str(tmp_path / "nowhere")))
+
+
+def test_pathfinder_generated_and_lra_layout_share_one_loader(tmp_path):
+  generated = get_datasets(make_config("pathfinder", tmp_path, generate=True,
+                                       generate_sizes=(16, 4, 4), pathfinder_difficulty="hard"))
+  assert generated.info.num_examples == {"train": 16, "validation": 4, "test": 4}
+  assert generated.info.source.startswith("GENERATED pathfinder")
+  batch = first_batches(generated.test, 1)[0]
+  check_batch(batch, "pathfinder")
+  # The generator wrote LRA's layout; read it back as if it were lra_release/pathfinder32.
+  root = next((tmp_path / "generated" / "pathfinder").iterdir())
+  lra = get_datasets(make_config("pathfinder", tmp_path / "lra_copy", manual_dir=str(root)))
+  assert lra.info.num_examples == {"train": 19, "validation": 2, "test": 3}  # 80/10/10 of 24
+  pngs = {}
+  for path, label in pathfinder.read_metadata(root / "curv_contour_length_14"):
+    with Image.open(path) as image:
+      pngs[np.asarray(image).tobytes()] = label
+  assert len(pngs) == 24
+  for loader in (generated.test, lra.validation, lra.test):  # (train is endless)
+    for b in loader:
+      for inputs, target in zip(b["inputs"], b["targets"], strict=True):
+        assert pngs[inputs.astype(np.uint8).tobytes()] == target
