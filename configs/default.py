@@ -42,6 +42,10 @@ def get_config() -> ml_collections.ConfigDict:
   train.warmup_steps = 1000
   train.weight_decay = 1e-2
   train.seed = 0
+  train.log_every = 50
+  train.keep_checkpoints = 3
+  train.grad_clip = 1.0  # global norm; 0 disables
+  train.compute_dtype = "float32"  # or "bfloat16" (float32 master weights)
 
   config.data = data = ml_collections.ConfigDict()
   # listops | text | retrieval | image | pathfinder | fashion_mnist (offline Image substitute)
@@ -59,4 +63,13 @@ def get_config() -> ml_collections.ConfigDict:
   data.generate_workers = 1  # Pathfinder generator processes
   data.pathfinder_difficulty = "hard"  # generated Pathfinder: easy | intermediate | hard
   data.num_workers = 0  # grain worker processes (0: read in the main process)
+
+  # Multi-host training: enabled=True calls jax.distributed.initialize() (no address:
+  # auto-detection under SLURM / cloud TPU; else coordinator_address, num_processes,
+  # process_id).
+  config.distributed = dist = ml_collections.ConfigDict()
+  dist.enabled = False
+  dist.coordinator_address = ""
+  dist.num_processes = 1
+  dist.process_id = 0
   return config

@@ -7,6 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from data_fixtures import write_aan, write_fashion_mnist
 from PIL import Image
 
 from rmaat_jax.data import builders, listops, pathfinder, preprocess
@@ -84,14 +85,6 @@ def test_catalog_dataset_missing_fails_at_once(tmp_path):
 
 # --- our builders on fixture files ---------------------------------------------------------
 
-def write_aan(directory: pathlib.Path, rows=6):
-  directory.mkdir(parents=True)
-  for split in ("train", "eval", "test"):
-    lines = [f"{i % 2}.0\taan/{i}\taan/{i + 100}\tdoc one {split} {i}\tsecond é {i}"
-             for i in range(rows)]
-    (directory / f"new_aan_pairs.{split}.tsv").write_text("\n".join(lines) + "\n")
-
-
 def test_retrieval_reads_lra_tsv_format(tmp_path):
   manual = tmp_path / "lra_release" / "tsv_data"
   write_aan(manual)
@@ -147,19 +140,8 @@ def test_lra_listops_tsv_and_generated_share_one_loader(tmp_path):
   check_batch(first_batches(generated.train, 1)[0], "listops")
 
 
-def write_idx(path, array):
-  header = bytes([0, 0, 8, array.ndim]) + b"".join(
-      int(n).to_bytes(4, "big") for n in array.shape)
-  with gzip.open(path, "wb") as f:
-    f.write(header + array.astype(np.uint8).tobytes())
-
-
 def test_fashion_mnist_substitute_from_idx_files(tmp_path):
-  rng = np.random.default_rng(0)
-  images = {"train": rng.integers(0, 256, (20, 28, 28)), "t10k": rng.integers(0, 256, (5, 28, 28))}
-  for prefix, array in images.items():
-    write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", array)
-    write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(len(array)) % 10)
+  images = write_fashion_mnist(tmp_path)
   ds = get_datasets(make_config("fashion_mnist", tmp_path / "tfds", batch_size=5,
                                 manual_dir=str(tmp_path)))
   assert ds.info.num_examples == {"train": 18, "validation": 2, "test": 5}

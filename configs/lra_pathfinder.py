@@ -1,0 +1,35 @@
+"""LRA Pathfinder-32 (hard): 1024 pixels = 4 segments of 256 (METHOD.md section 7).
+
+Offline by default: 160K / 20K / 20K generated images (rmaat_jax.data.pathfinder; about
+200 images/s per core, raise data.generate_workers). With LRA's files:
+--config.data.generate=False --config.data.manual_dir=/path/to/lra_release/pathfinder32
+"""
+
+import ml_collections
+
+from configs import default
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = default.get_config()
+  model = config.model
+  model.vocab_size = 256
+  model.num_classes = 2
+  model.seq_len = 1024
+  model.num_segments = 4
+  model.emb_dim = 64
+  model.num_heads = 2
+  model.num_layers = 2
+  model.mlp_dim = 128
+  model.pad_id = -1
+  config.train.batch_size = 512
+  config.train.num_steps = 62_500  # ~200 epochs of 160K
+  config.train.warmup_steps = 1_000
+  config.train.learning_rate = 1e-3
+  config.train.eval_every = 1_000
+  config.train.checkpoint_every = 1_000
+  config.data.dataset = "pathfinder"
+  config.data.generate = True
+  config.data.generate_sizes = (160_000, 20_000, 20_000)
+  config.data.generate_workers = 2
+  return config

@@ -1,0 +1,29 @@
+"""LRA Retrieval (AAN): two documents of 4096 bytes, each 8 segments of 512, 4 memory
+tokens, dual encoder (METHOD.md section 7).
+
+Needs LRA's files: --config.data.manual_dir=/path/to/lra_release/tsv_data
+"""
+
+import ml_collections
+
+from configs import default
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = default.get_config()
+  model = config.model
+  model.vocab_size = 257
+  model.num_classes = 2
+  model.seq_len = 4096
+  model.num_segments = 8
+  model.num_memory_tokens = 4
+  model.emb_dim = 128
+  model.num_heads = 4
+  model.num_layers = 4
+  model.mlp_dim = 512
+  model.dual_encoder = True
+  config.train.batch_size = 32
+  config.train.num_steps = 20_000
+  config.train.learning_rate = 5e-4
+  config.data.dataset = "retrieval"
+  return config

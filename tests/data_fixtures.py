@@ -1,0 +1,55 @@
+"""Small files in the real formats of LRA's releases and Fashion-MNIST, for tests."""
+
+import gzip
+import pathlib
+
+import numpy as np
+
+from rmaat_jax.data import listops
+
+
+def write_aan(directory: pathlib.Path, rows: int = 6) -> None:
+  """LRA's tsv_data/new_aan_pairs.{train,eval,test}.tsv: label, id1, id2, text1, text2."""
+  directory.mkdir(parents=True, exist_ok=True)
+  for split in ("train", "eval", "test"):
+    lines = [f"{i % 2}.0\taan/{i}\taan/{i + 100}\tdoc one {split} {i}\tsecond é {i}"
+             for i in range(rows)]
+    (directory / f"new_aan_pairs.{split}.tsv").write_text("\n".join(lines) + "\n")
+
+
+def write_idx(path: pathlib.Path, array: np.ndarray) -> None:
+  """A gzipped idx file of unsigned bytes (the MNIST format)."""
+  header = bytes([0, 0, 8, array.ndim]) + b"".join(
+      int(n).to_bytes(4, "big") for n in array.shape)
+  with gzip.open(path, "wb") as f:
+    f.write(header + array.astype(np.uint8).tobytes())
+
+
+def write_fashion_mnist(directory: pathlib.Path, num_train: int = 20, num_test: int = 5,
+                        seed: int = 0) -> dict[str, np.ndarray]:
+  rng = np.random.default_rng(seed)
+  images = {"train": rng.integers(0, 256, (num_train, 28, 28)),
+            "t10k": rng.integers(0, 256, (num_test, 28, 28))}
+  directory.mkdir(parents=True, exist_ok=True)
+  for prefix, array in images.items():
+    write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", array)
+    write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", np.arange(len(array)) % 10)
+  return images
+
+
+def write_listops(directory: pathlib.Path, rows: list[tuple[str, int]]) -> None:
+  """The same rows in basic_{train,val,test}.tsv (LRA's header and format)."""
+  directory.mkdir(parents=True, exist_ok=True)
+  for name in listops.SPLIT_FILES:
+    (directory / name).write_text(
+        "Source\tTarget\n" + "".join(f"{s}\t{y}\n" for s, y in rows))
+
+
+def max_min_rows() -> list[tuple[str, int]]:
+  """Every [MAX a b] and [MIN a b]: a small task that is learnable in a few hundred steps."""
+  rows = []
+  for op, fn in (("[MAX", max), ("[MIN", min)):
+    for a in range(10):
+      for b in range(10):
+        rows.append((f"( ( ( {op} {a} ) {b} ) ] )", fn(a, b)))
+  return rows
