@@ -17,7 +17,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax
 import grain.python as grain
@@ -183,24 +183,14 @@ def create_state(config, model, example_tokens, tx) -> train_state.TrainState:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains `config.model` on `config.data`, evaluates, writes workdir/results.json."""
-  num_devices = jax.local_device_count()
-  validate_train_config(config, num_devices * jax.process_count())
-  model_config = ModelConfig.from_config(config.model)
-  model = build_model(model_config)
-  train_cfg = config.train
+  setup = _setup(config)
+  model, datasets, state, schedule = setup.model, setup.datasets, setup.state, setup.schedule
+  train_cfg, num_devices = config.train, jax.local_device_count()
   is_chief = jax.process_index() == 0
-  datasets = get_datasets(config, process_index=jax.process_index(),
-                          process_count=jax.process_count())
   logging.info("Data: %s; examples %s.", datasets.info.source, datasets.info.num_examples)
   process_batch = train_cfg.batch_size // jax.process_count()
-
-  tx, schedule = create_optimizer(train_cfg)
-  example = np.zeros((1,) + ((2,) if model_config.dual_encoder else ())
-                     + (model_config.seq_len,), np.int32)
-  state = create_state(config, model, example, tx)
-  compute_dtype = jnp.bfloat16 if train_cfg.compute_dtype == "bfloat16" else jnp.float32
-  train_step = make_train_step(model, schedule, compute_dtype)
-  eval_step = make_eval_step(model, compute_dtype)
+  train_step = make_train_step(model, schedule, setup.compute_dtype)
+  eval_step = make_eval_step(model, setup.compute_dtype)
 
   os.makedirs(workdir, exist_ok=True)
   latest, best = _checkpoint_managers(workdir, train_cfg.keep_checkpoints)
@@ -311,22 +301,36 @@ def flat_config(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str
   return flat
 
 
-def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Eval-only mode: test accuracy of the best checkpoint in `workdir`."""
-  num_devices = jax.local_device_count()
-  validate_train_config(config, num_devices * jax.process_count())
+class _Setup(NamedTuple):
+  model: Any
+  datasets: Any
+  state: train_state.TrainState
+  schedule: Any
+  compute_dtype: Any
+
+
+def _setup(config: ml_collections.ConfigDict) -> _Setup:
+  """Validates the config, then builds the model, the data and a fresh train state."""
+  validate_train_config(config, jax.local_device_count() * jax.process_count())
   model_config = ModelConfig.from_config(config.model)
   model = build_model(model_config)
   datasets = get_datasets(config, process_index=jax.process_index(),
                           process_count=jax.process_count())
-  tx, _ = create_optimizer(config.train)
+  tx, schedule = create_optimizer(config.train)
   example = np.zeros((1,) + ((2,) if model_config.dual_encoder else ())
                      + (model_config.seq_len,), np.int32)
-  state = create_state(config, model, example, tx)
   compute_dtype = jnp.bfloat16 if config.train.compute_dtype == "bfloat16" else jnp.float32
+  return _Setup(model, datasets, create_state(config, model, example, tx), schedule,
+                compute_dtype)
+
+
+def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Eval-only mode: test accuracy of the best checkpoint in `workdir`."""
+  setup = _setup(config)
   _, best = _checkpoint_managers(workdir, config.train.keep_checkpoints)
-  results = test_best(config, workdir, model, datasets, make_eval_step(model, compute_dtype),
-                      flax.jax_utils.replicate(state), best)
+  results = test_best(config, workdir, setup.model, setup.datasets,
+                      make_eval_step(setup.model, setup.compute_dtype),
+                      flax.jax_utils.replicate(setup.state), best)
   if jax.process_index() == 0:
     _write_json(os.path.join(workdir, "eval_results.json"), results)
   return results

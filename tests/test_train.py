@@ -49,9 +49,11 @@ def check_results(results, workdir, steps=2):
   assert list(workdir.glob("events.out.tfevents.*")), "no TensorBoard events written"
 
 
-@pytest.mark.parametrize("name", ["lra_listops", "lra_pathfinder"])
-def test_one_step_on_generated_data(name, tmp_path):
+@pytest.mark.parametrize("name, dtype", [("lra_listops", "float32"),
+                                         ("lra_pathfinder", "bfloat16")])
+def test_one_step_on_generated_data(name, dtype, tmp_path):
   config = tiny_config(name, tmp_path, generate=True)
+  config.train.compute_dtype = dtype
   check_results(train.train_and_evaluate(config, str(tmp_path / "work")), tmp_path / "work")
 
 

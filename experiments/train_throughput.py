@@ -1,0 +1,104 @@
+"""Training-step throughput of every task config (the trainer's own pmapped step).
+
+    python experiments/train_throughput.py [--batch 4] [--steps 3] [--configs lra_listops ...]
+
+Each config's model is trained for `--steps` timed steps (median, after one warm-up step)
+on random tokens of the task's shape, with `--batch` examples per step (the task configs'
+batches of 32-512 are too slow for a 2-core CPU; on a GPU pass --batch 0 to use them).
+The input pipeline is excluded (see data_throughput.py). Writes
+experiments/results/train_throughput.{json,md}.
+"""
+
+import argparse
+import datetime
+import importlib.util
+import json
+import pathlib
+import statistics
+import sys
+import time
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rmaat_jax import train
+from rmaat_jax.models import build_model
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent
+CONFIGS = ("lra_listops", "lra_text", "lra_retrieval", "lra_image", "lra_pathfinder")
+
+
+def load_config(name: str):
+  if str(ROOT) not in sys.path:  # task configs import `configs.default`
+    sys.path.insert(0, str(ROOT))
+  spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def measure(name: str, batch: int, steps: int) -> dict:
+  config = load_config(name)
+  batch = batch or config.train.batch_size
+  model_cfg = config.model
+  shape = (batch, 2, model_cfg.seq_len) if model_cfg.dual_encoder else (batch, model_cfg.seq_len)
+  rng = np.random.default_rng(0)
+  inputs = rng.integers(1, model_cfg.vocab_size, shape).astype(np.int32)
+  targets = rng.integers(0, model_cfg.num_classes, (batch,)).astype(np.int32)
+  devices = jax.local_device_count()
+  model = build_model(model_cfg)
+  tx, schedule = train.create_optimizer(config.train)
+  state = train.create_state(config, model, inputs[:1], tx)
+  step_fn = train.make_train_step(model, schedule, jnp.float32)
+  rstate = flax.jax_utils.replicate(state)
+  key = flax.jax_utils.replicate(jax.random.key(0))
+  sharded = train._shard({"inputs": inputs, "targets": targets}, devices)  # noqa: SLF001
+  start = time.perf_counter()
+  rstate, _, _ = step_fn(rstate, sharded, key)
+  jax.block_until_ready(rstate.params)
+  compile_s = time.perf_counter() - start
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    rstate, _, _ = step_fn(rstate, sharded, key)
+    jax.block_until_ready(rstate.params)
+    times.append(time.perf_counter() - start)
+  step_s = statistics.median(times)
+  tokens = batch * model_cfg.seq_len * (2 if model_cfg.dual_encoder else 1)
+  params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
+  return {"config": name, "batch": batch, "params": int(params), "step_s": step_s,
+          "examples_per_s": batch / step_s, "tokens_per_s": tokens / step_s,
+          "first_step_s": compile_s, "backprop": model_cfg.backprop}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--batch", type=int, default=4, help="0: the config's batch")
+  parser.add_argument("--steps", type=int, default=3)
+  parser.add_argument("--configs", nargs="+", default=list(CONFIGS))
+  args = parser.parse_args()
+  rows = []
+  for name in args.configs:
+    rows.append(measure(name, args.batch, args.steps))
+    print(rows[-1], flush=True)
+  device = jax.devices()[0]
+  lines = [f"device: {device.platform} ({device.device_kind}) x {jax.local_device_count()}",
+           "", "| config | params | batch | step (s) | examples/s | tokens/s |",
+           "|---|---|---|---|---|---|"]
+  lines += [f"| {r['config']} | {r['params'] / 1e6:.2f}M | {r['batch']} | {r['step_s']:.3f} "
+            f"| {r['examples_per_s']:.1f} | {r['tokens_per_s']:.0f} |" for r in rows]
+  table = "\n".join(lines)
+  print(table)
+  out = HERE / "results"
+  out.mkdir(exist_ok=True)
+  meta = {"date": datetime.date.today().isoformat(), "platform": device.platform,
+          "device": device.device_kind, "jax": jax.__version__}
+  (out / "train_throughput.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+  (out / "train_throughput.md").write_text(f"# train_throughput ({meta['date']})\n\n{table}\n")
+
+
+if __name__ == "__main__":
+  main()
