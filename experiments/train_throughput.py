@@ -11,7 +11,6 @@ experiments/results/train_throughput.{json,md}.
 
 import argparse
 import datetime
-import importlib.util
 import json
 import pathlib
 import statistics
@@ -23,25 +22,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rmaat_jax import train
-from rmaat_jax.models import build_model
-
 HERE = pathlib.Path(__file__).resolve().parent
-ROOT = HERE.parent
+sys.path.insert(0, str(HERE.parent))  # the repository's configs/ package
+
+import configs  # noqa: E402
+from rmaat_jax import train  # noqa: E402
+from rmaat_jax.models import build_model  # noqa: E402
+
 CONFIGS = ("lra_listops", "lra_text", "lra_retrieval", "lra_image", "lra_pathfinder")
 
 
-def load_config(name: str):
-  if str(ROOT) not in sys.path:  # task configs import `configs.default`
-    sys.path.insert(0, str(ROOT))
-  spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
 def measure(name: str, batch: int, steps: int) -> dict:
-  config = load_config(name)
+  config = configs.load(name)
   batch = batch or config.train.batch_size
   model_cfg = config.model
   shape = (batch, 2, model_cfg.seq_len) if model_cfg.dual_encoder else (batch, model_cfg.seq_len)

@@ -1,12 +1,12 @@
 """Every config file builds a valid model whose parameters can be initialised."""
 
-import importlib.util
 import pathlib
 
 import jax
 import jax.numpy as jnp
 import pytest
 
+import configs
 from rmaat_jax.models import build_model
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
@@ -14,10 +14,7 @@ CONFIG_FILES = sorted(p for p in CONFIG_DIR.glob("*.py") if p.name != "__init__.
 
 
 def load_config(path):
-  spec = importlib.util.spec_from_file_location(path.stem, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return configs.load(path.stem)
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.stem)

@@ -1,6 +1,5 @@
 """The trainer end to end: every task config, devices, kill and resume, learning, errors."""
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -14,6 +13,7 @@ import pytest
 import tensorflow_datasets as tfds
 from data_fixtures import max_min_rows, write_aan, write_fashion_mnist, write_listops
 
+import configs
 from rmaat_jax import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -22,15 +22,8 @@ TINY_TRAIN = dict(num_steps=2, batch_size=4, eval_every=1, checkpoint_every=2, l
                   num_eval_batches=1, warmup_steps=1)
 
 
-def load_config(name):
-  spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
 def tiny_config(name, tmp_path, **data):
-  config = load_config(name)
+  config = configs.load(name)
   config.model.update(TINY_MODEL)
   if config.model.pad_id >= 0:  # text-like tasks: any length; pixel tasks keep 1024
     config.model.update(seq_len=64, num_segments=2)
@@ -84,7 +77,7 @@ def test_loss_goes_down_on_a_learnable_task(tmp_path):
   """[MAX a b] / [MIN a b]: the tokens sit in segment 1, the answer is read after segment 2,
   so the memory has to carry them. Predicting the label marginal gives ~2.2 nats."""
   write_listops(tmp_path / "maxmin", max_min_rows())
-  config = load_config("lra_listops")
+  config = configs.load("lra_listops")
   config.model.update(seq_len=8, num_segments=2, emb_dim=32, num_heads=2, num_layers=1,
                       mlp_dim=64, dropout_rate=0.0)
   config.train.update(num_steps=300, batch_size=32, eval_every=300, checkpoint_every=300,

@@ -64,6 +64,16 @@ def _tokens_feature() -> tfds.features.Tensor:
   return tfds.features.Tensor(shape=(None,), dtype=np.int32)
 
 
+def _pixels_info(builder, description: str, num_classes: int) -> tfds.core.DatasetInfo:
+  """1024 pixel ids in raster order and a label (Pathfinder, Fashion-MNIST)."""
+  return builder.dataset_info_from_configs(
+      description=description,
+      features=tfds.features.FeaturesDict({
+          "inputs": tfds.features.Tensor(shape=(1024,), dtype=np.int32),
+          "targets": tfds.features.ClassLabel(num_classes=num_classes)}),
+      supervised_keys=("inputs", "targets"))
+
+
 class LraListops(ManualFilesBuilder):
   """LRA ListOps: `basic_{train,val,test}.tsv` (LRA's release or our generator)."""
 
@@ -115,12 +125,7 @@ class LraPathfinder32(ManualFilesBuilder):
       "data.generate=True (or run python -m rmaat_jax.data.pathfinder --out DIR).")
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        description="Pathfinder-32 pixels 0-255 in raster order",
-        features=tfds.features.FeaturesDict({
-            "inputs": tfds.features.Tensor(shape=(1024,), dtype=np.int32),
-            "targets": tfds.features.ClassLabel(num_classes=2)}),
-        supervised_keys=("inputs", "targets"))
+    return _pixels_info(self, "Pathfinder-32 pixels 0-255 in raster order", 2)
 
   def locate_files(self, manual_dir: pathlib.Path) -> pathlib.Path:
     contour_dir = f"curv_contour_length_{self.builder_config.contour_length}"
@@ -220,12 +225,7 @@ class FashionMnistDebian(ManualFilesBuilder):
            "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        description="Fashion-MNIST padded to 32 x 32, pixels 0-255 in raster order",
-        features=tfds.features.FeaturesDict({
-            "inputs": tfds.features.Tensor(shape=(1024,), dtype=np.int32),
-            "targets": tfds.features.ClassLabel(num_classes=10)}),
-        supervised_keys=("inputs", "targets"))
+    return _pixels_info(self, "Fashion-MNIST padded to 32 x 32, pixels 0-255", 10)
 
   def locate_files(self, manual_dir: pathlib.Path) -> pathlib.Path:
     required = [f for pair in self.FILES.values() for f in pair]
