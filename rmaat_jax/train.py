@@ -103,12 +103,11 @@ def make_train_step(model, schedule, compute_dtype):
       logits = model.apply({"params": _cast(params, compute_dtype)}, batch["inputs"],
                            train=True, rngs={"dropout": key}).astype(jnp.float32)
       loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
-      return loss.mean(), logits
+      return loss.mean(), (loss, logits)
 
-    (_, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (_, (loss, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     grads = lax.pmean(grads, axis_name="batch")
     new_state = state.apply_gradients(grads=grads)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
     step_metrics = TrainMetrics.gather_from_model_output(
         loss=loss, logits=logits, labels=batch["targets"])
     return new_state, step_metrics, schedule(state.step)

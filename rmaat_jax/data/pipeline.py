@@ -112,6 +112,12 @@ class ToModelInputs(grain.MapTransform):
     return {"inputs": ids.astype(np.int32), "targets": np.asarray(label, np.int32)}
 
 
+def _task(name: str) -> Task:
+  if name not in TASKS:
+    raise ConfigError(f"data.dataset={name!r}: unknown dataset; use one of {sorted(TASKS)}")
+  return TASKS[name]
+
+
 def check_model_config(model_config: Mapping[str, Any], task: Task, name: str) -> None:
   """The model must be able to read the data: vocabulary, classes, length, padding."""
   if model_config["vocab_size"] < task.vocab_size:
@@ -168,9 +174,7 @@ def _generated_source(name: str, task: Task, data_config) -> tuple[Any, pathlib.
 
 def prepare_builder(name: str, data_config) -> tuple[tfds.core.DatasetBuilder, str]:
   """Returns a prepared ArrayRecord builder for dataset `name` and a source description."""
-  if name not in TASKS:
-    raise ConfigError(f"data.dataset={name!r}: unknown dataset; use one of {sorted(TASKS)}")
-  task = TASKS[name]
+  task = _task(name)
   data_dir = _data_dir(data_config)
   if task.catalog:
     builder = tfds.builder(task.catalog, data_dir=str(data_dir), file_format="array_record")
@@ -189,12 +193,10 @@ def prepare_builder(name: str, data_config) -> tuple[tfds.core.DatasetBuilder, s
     builder_config, manual_dir, source = _generated_source(name, task, data_config)
   else:
     builder_config = None
-    manual_dir = pathlib.Path(
-        data_config.get("manual_dir") or data_dir / "downloads" / "manual").expanduser()
+    # Without data.manual_dir: Debian's folder for Fashion-MNIST, TFDS's manual dir else.
     default = (builders.FASHION_MNIST_DIR if task.builder is builders.FashionMnistDebian
-               else None)
-    if not data_config.get("manual_dir") and default:
-      manual_dir = pathlib.Path(default)
+               else data_dir / "downloads" / "manual")
+    manual_dir = pathlib.Path(data_config.get("manual_dir") or default).expanduser()
     source = f"{task.description} from {manual_dir}"
   builder = task.builder(config=builder_config, data_dir=str(data_dir),
                          file_format="array_record")
@@ -222,9 +224,7 @@ def get_datasets(config, *, process_index: int = 0, process_count: int = 1) -> D
   train.batch_size / process_count examples per batch.
   """
   data_config, name = config.data, config.data.dataset
-  if name not in TASKS:
-    raise ConfigError(f"data.dataset={name!r}: unknown dataset; use one of {sorted(TASKS)}")
-  task = TASKS[name]
+  task = _task(name)
   check_model_config(config.model, task, name)
   batch_size = int(config.train.batch_size)
   if batch_size <= 0 or batch_size % process_count:
