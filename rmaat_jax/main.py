@@ -7,6 +7,7 @@ missing data) print one line `error: ...` and exit with status 2.
 """
 
 import logging
+import re
 import sys
 
 import jax
@@ -14,8 +15,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from rmaat_jax import train
-from rmaat_jax.data.builders import DataMissingError
-from rmaat_jax.models.config import ConfigError
+from rmaat_jax.config_checks import validate_config
+from rmaat_jax.errors import UserError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events, results.")
@@ -23,6 +24,36 @@ flags.DEFINE_bool("eval_only", False, "Only evaluate the best checkpoint in --wo
 config_flags.DEFINE_config_file("config", None, "Training configuration file.",
                                 lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, with a user's flag mistake reported as one `error:` line, status 2.
+
+  Covers an unknown or mistyped override (`--config.train.num_stepz=5`), a value of the
+  wrong type, a missing required flag and a config file that does not load.
+  """
+  try:
+    rest = FLAGS(argv)
+    FLAGS.config.keys()  # ml_collections loads lazily: surface a broken config file now
+  except Exception as e:  # absl's, ml_collections' and the config file's own errors
+    print(f"error: {_flag_error_message(e, argv)}", file=sys.stderr)
+    sys.exit(2)
+  return rest
+
+
+def _flag_error_message(error: Exception, argv: list[str]) -> str:
+  text = str(error)
+  if isinstance(error, (AttributeError, KeyError)):  # an override naming no config field
+    field = re.search(r"'([A-Za-z0-9_]+)", text)
+    field = field.group(1) if field else "?"
+    flag = next((a.split("=")[0] for a in argv
+                 if a.startswith("--config.") and field in a.split("=")[0].split(".")),
+                "--config.*")
+    hint = re.search(r'Did you mean "([A-Za-z0-9_]+)"', text)
+    hint = f"did you mean '{hint.group(1)}'? " if hint else ""
+    return (f"{flag}: '{field}' is not a config field; {hint}configs/default.py lists "
+            "every field")
+  return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def initialize_distributed(config) -> None:
@@ -43,6 +74,7 @@ def main(argv):
   logging.getLogger().setLevel(logging.INFO)
   config = FLAGS.config
   try:
+    validate_config(config)  # before joining other processes, preparing data, compiling
     initialize_distributed(config)
     logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
                  jax.process_count(), jax.local_devices())
@@ -50,11 +82,11 @@ def main(argv):
       results = train.evaluate_workdir(config, FLAGS.workdir)
     else:
       results = train.train_and_evaluate(config, FLAGS.workdir)
-  except (ConfigError, DataMissingError) as e:
+  except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   logging.info("Results: %s", results)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -22,15 +22,12 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from rmaat_jax.data import listops, pathfinder, preprocess
+from rmaat_jax.errors import DataFormatError, DataMissingError
 
 LRA_RELEASE = "https://github.com/google-research/long-range-arena (lra_release.gz)"
 TEXT_MAX_LEN = 4096  # LRA's byte-level truncation for Text and Retrieval
 PATHFINDER_SPLIT_SEED = 0  # the seeded 80/10/10 split of LRA's Pathfinder images
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
-
-
-class DataMissingError(FileNotFoundError):
-  """Raised when a dataset's files are absent; the message says how to obtain them."""
 
 
 def find_dir(manual_dir: pathlib.Path, required: Sequence[str],
@@ -155,9 +152,9 @@ class LraPathfinder32(ManualFilesBuilder):
         with Image.open(path) as image:
           pixels = np.asarray(image.convert("L"))
       except (OSError, ValueError) as e:
-        raise ValueError(f"Pathfinder-32: cannot read image {path}: {e}") from e
+        raise DataFormatError(f"Pathfinder-32: cannot read image {path}: {e}") from e
       if pixels.shape != (32, 32):
-        raise ValueError(f"Pathfinder-32: {path} is {pixels.shape}, expected 32 x 32")
+        raise DataFormatError(f"Pathfinder-32: {path} is {pixels.shape}, expected 32 x 32")
       yield str(path), {"inputs": pixels.reshape(-1).astype(np.int32), "targets": label}
 
 
@@ -192,9 +189,9 @@ class LraRetrieval(ManualFilesBuilder):
       try:
         target = int(float(label))
       except ValueError:
-        raise ValueError(f"{path}:{line_no}: label {label!r} is not a number") from None
+        raise DataFormatError(f"{path}:{line_no}: label {label!r} is not a number") from None
       if target not in (0, 1):
-        raise ValueError(f"{path}:{line_no}: label {target} is not 0 or 1")
+        raise DataFormatError(f"{path}:{line_no}: label {target} is not 0 or 1")
       yield line_no, {"inputs_a": preprocess.byte_ids(text_a, TEXT_MAX_LEN),
                       "inputs_b": preprocess.byte_ids(text_b, TEXT_MAX_LEN),
                       "targets": target}
@@ -206,7 +203,7 @@ def _read_tsv_rows(path: pathlib.Path, num_fields: int) -> Iterator[list[str]]:
     for line_no, line in enumerate(f, start=1):
       fields = line.rstrip("\n").split("\t")
       if len(fields) != num_fields:
-        raise ValueError(
+        raise DataFormatError(
             f"{path}:{line_no}: expected {num_fields} tab-separated fields "
             f"(label, id1, id2, text1, text2), found {len(fields)}")
       yield fields
@@ -238,7 +235,7 @@ class FashionMnistDebian(ManualFilesBuilder):
   def _generate_examples(self, images_path, labels_path) -> Iterator[tuple[int, dict]]:
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.shape[0] != labels.shape[0] or images.shape[1:] != (28, 28):
-      raise ValueError(f"{images_path}: {images.shape} images for {labels.shape} labels")
+      raise DataFormatError(f"{images_path}: {images.shape} images for {labels.shape} labels")
     for i, (image, label) in enumerate(zip(images, labels, strict=True)):
       pixels = preprocess.pad_image(image, 32).reshape(-1).astype(np.int32)
       yield i, {"inputs": pixels, "targets": int(label)}
@@ -251,12 +248,12 @@ def read_idx(path: pathlib.Path) -> np.ndarray:
     with opener(path, "rb") as f:
       data = f.read()
   except (OSError, EOFError) as e:
-    raise ValueError(f"{path}: not a readable idx file ({e})") from e
+    raise DataFormatError(f"{path}: not a readable idx file ({e})") from e
   if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
-    raise ValueError(f"{path}: not an idx file of unsigned bytes (bad magic number)")
+    raise DataFormatError(f"{path}: not an idx file of unsigned bytes (bad magic number)")
   ndim = data[3]
   shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
   body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
   if body.size != int(np.prod(shape)):
-    raise ValueError(f"{path}: header says {shape} but holds {body.size} bytes")
+    raise DataFormatError(f"{path}: header says {shape} but holds {body.size} bytes")
   return body.reshape(shape)

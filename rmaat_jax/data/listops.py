@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rmaat_jax.errors import DataFormatError
+
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END = "]"
 MAX_DEPTH = 10  # the root is at depth 1; a node at MAX_DEPTH is always a leaf
@@ -287,31 +289,32 @@ def encode(source: str, max_len: int) -> np.ndarray:
 
 
 def iter_tsv(path: str | os.PathLike) -> Iterator[tuple[str, int]]:
-  """(source, label) rows of an LRA ListOps TSV; ValueError names file and line if malformed.
+  """(source, label) rows of an LRA ListOps TSV; DataFormatError names file and line if malformed.
 
   Blank lines are skipped. Universal newlines also read LRA's csv-written `\\r\\n` files.
   """
   with open(path, encoding="utf-8") as f:
     header = f.readline().rstrip("\n")
     if header != HEADER:
-      raise ValueError(f"{path}:1: expected header {HEADER!r}, got {header[:60]!r}")
+      raise DataFormatError(f"{path}:1: expected header {HEADER!r}, got {header[:60]!r}")
     for lineno, line in enumerate(f, start=2):
       line = line.rstrip("\n")
       if not line.strip():
         continue
       fields = line.split("\t")
       if len(fields) != 2:
-        raise ValueError(f"{path}:{lineno}: expected 2 tab-separated columns (Source, Target),"
+        raise DataFormatError(f"{path}:{lineno}: expected 2 tab-separated columns (Source, Target),"
                          f" got {len(fields)}")
       source, target = fields
       try:
         label = int(target)
       except ValueError:
-        raise ValueError(f"{path}:{lineno}: Target {target[:20]!r} is not an integer") from None
+        raise DataFormatError(
+            f"{path}:{lineno}: Target {target[:20]!r} is not an integer") from None
       if not 0 <= label <= 9:
-        raise ValueError(f"{path}:{lineno}: Target {label} is outside 0-9")
+        raise DataFormatError(f"{path}:{lineno}: Target {label} is outside 0-9")
       if not source.strip():
-        raise ValueError(f"{path}:{lineno}: empty Source")
+        raise DataFormatError(f"{path}:{lineno}: empty Source")
       yield source, label
 
 

@@ -53,6 +53,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from rmaat_jax.errors import DataFormatError, DataMissingError
+
 SIZE, PAD = 32, 4
 CAN = SIZE + 2 * PAD
 DASH, MARGIN, AA, SEED_DISTANCE, MARKER_RADIUS, CONTINUITY = 2, 1, 2, 7, 1.5, 1.0
@@ -363,7 +365,7 @@ def read_metadata(root: str | os.PathLike) -> list[tuple[str, int]]:
   files = sorted(Path(root, "metadata").glob("*.npy"),
                  key=lambda p: (not p.stem.isdigit(), int(p.stem) if p.stem.isdigit() else 0, p))
   if not files:
-    raise FileNotFoundError(f"no metadata/*.npy under {root}")
+    raise DataMissingError(f"no metadata/*.npy under {root}")
   out = []
   for path in files:
     for n, line in enumerate(path.read_text().splitlines(), 1):
@@ -371,7 +373,7 @@ def read_metadata(root: str | os.PathLike) -> list[tuple[str, int]]:
         continue
       f = line.split()
       if len(f) < 4 or f[3] not in ("0", "1"):
-        raise ValueError(f"{path}:{n}: malformed metadata line (want '<dir> <png> <i> <0|1> "
+        raise DataFormatError(f"{path}:{n}: malformed metadata line (want '<dir> <png> <i> <0|1> "
                          f"...'): {line!r}")
       out.append((str(Path(root, f[0], f[1])), int(f[3])))
   return out

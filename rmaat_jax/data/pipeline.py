@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grain.python as grain
@@ -22,8 +22,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from rmaat_jax.data import builders, listops, pathfinder, preprocess
-from rmaat_jax.data.builders import DataMissingError
-from rmaat_jax.models.config import ConfigError
+from rmaat_jax.errors import ConfigError, DataFormatError, DataMissingError
 
 __all__ = ["DataInfo", "Datasets", "DataMissingError", "TASKS", "get_datasets"]
 
@@ -92,8 +91,9 @@ class Datasets:
 class ToModelInputs(grain.MapTransform):
   """A TFDS record -> {"inputs": int32 ids, "targets": int32}."""
 
-  def __init__(self, kind: str, seq_len: int, pad_id: int):
+  def __init__(self, kind: str, seq_len: int, pad_id: int, vocab_size: int, name: str):
     self.kind, self.seq_len, self.pad_id = kind, seq_len, max(pad_id, 0)
+    self.vocab_size, self.name = vocab_size, name
 
   def map(self, record: Mapping[str, Any]) -> dict[str, np.ndarray]:
     if self.kind == "tokens":
@@ -108,8 +108,48 @@ class ToModelInputs(grain.MapTransform):
                       for k in ("inputs_a", "inputs_b")])
     else:
       raise ValueError(f"unknown record kind {self.kind!r}")
+    if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+      # A corrupt prepared copy would otherwise reach the embedding lookup, which under jit
+      # reads out of range silently (NaN); the model checks again when called eagerly.
+      bad = int(ids.max() if ids.max() >= self.vocab_size else ids.min())
+      raise DataFormatError(
+          f"{self.name}: an example holds token id {bad}, outside the task's vocabulary "
+          f"[0, {self.vocab_size}); the prepared copy is corrupt or was built by other "
+          "code: delete it under data.data_dir and prepare again")
     label = record["targets"] if "targets" in record else record["label"]
     return {"inputs": ids.astype(np.int32), "targets": np.asarray(label, np.int32)}
+
+
+class GlobalBatchSampler:
+  """Training order as global batches: process p of P reads slice p of every global batch.
+
+  The global order is grain's IndexSampler over all records (no sharding), so the batches
+  the model sees do not depend on how many processes read them: 2 processes x 2 devices
+  train exactly like 1 process x 4 devices, and 1 process reproduces IndexSampler's own
+  order. The DataLoader asks for local indices 0, 1, 2, ...; local index i is element i % b
+  of this process's slice of global batch i // b (b = global batch / P).
+  """
+
+  def __init__(self, num_records: int, global_batch: int, process_index: int,
+               process_count: int, seed: int):
+    self._order = grain.IndexSampler(num_records, grain.NoSharding(), shuffle=True,
+                                     num_epochs=None, seed=seed)
+    self._global, self._local = global_batch, global_batch // process_count
+    self._process_index, self._process_count = process_index, process_count
+    self._num_records, self._seed = num_records, seed
+
+  def __len__(self) -> int:
+    return len(self._order)
+
+  def __repr__(self) -> str:  # grain checks it against a restored iterator state
+    return (f"GlobalBatchSampler(num_records={self._num_records}, global_batch="
+            f"{self._global}, process={self._process_index}/{self._process_count}, "
+            f"seed={self._seed})")
+
+  def __getitem__(self, index: int) -> grain.RecordMetadata:
+    step, offset = divmod(index, self._local)
+    record = self._order[step * self._global + self._process_index * self._local + offset]
+    return grain.RecordMetadata(index=index, record_key=record.record_key, rng=record.rng)
 
 
 def _task(name: str) -> Task:
@@ -138,6 +178,39 @@ def check_model_config(model_config: Mapping[str, Any], task: Task, name: str) -
                       f"{name} needs dual_encoder={task.kind == 'pair'}")
 
 
+_DIFFICULTIES = tuple(pathfinder.CONTOUR_LENGTHS)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    raise ConfigError(f"data.{name}={value!r}: must be an integer >= {minimum}")
+
+
+def check_data_config(config) -> None:
+  """Every `data.*` value, and that the model can read the data; before any file is read."""
+  data_config, name = config.data, config.data.dataset
+  task = _task(name)
+  check_model_config(config.model, task, name)
+  for field in ("download", "generate"):
+    if not isinstance(data_config.get(field, False), bool):
+      raise ConfigError(f"data.{field}={data_config.get(field)!r}: must be True or False")
+  if data_config.get("generate", False) and not task.generator:
+    raise ConfigError(f"data.generate=True: {name} cannot be generated (only listops and "
+                      "pathfinder can); set data.generate=False")
+  sizes = data_config.get("generate_sizes", ())
+  if (not isinstance(sizes, (tuple, list)) or len(sizes) != 3
+      or any(isinstance(n, bool) or not isinstance(n, int) or n <= 0 for n in sizes)):
+    raise ConfigError(f"data.generate_sizes={sizes!r}: need three positive integers "
+                      "(train, validation, test), e.g. '(2000,200,200)'")
+  _check_int("generate_seed", data_config.get("generate_seed", 0), 0)
+  _check_int("generate_workers", data_config.get("generate_workers", 1), 1)
+  _check_int("num_workers", data_config.get("num_workers", 0), 0)
+  difficulty = data_config.get("pathfinder_difficulty", "hard")
+  if difficulty not in _DIFFICULTIES:
+    raise ConfigError(f"data.pathfinder_difficulty={difficulty!r}: use one of "
+                      f"{_DIFFICULTIES}")
+
+
 def _data_dir(data_config) -> pathlib.Path:
   return pathlib.Path(data_config.data_dir or tfds.core.constants.DATA_DIR).expanduser()
 
@@ -146,9 +219,6 @@ def _generated_source(name: str, task: Task, data_config) -> tuple[Any, pathlib.
   """Builder config and manual dir of generated data, generating the files if absent."""
   sizes = tuple(int(n) for n in data_config.generate_sizes)
   seed = int(data_config.generate_seed)
-  if len(sizes) != 3 or min(sizes) <= 0:
-    raise ConfigError(f"data.generate_sizes={sizes!r}: need three positive sizes "
-                      "(train, validation, test)")
   if task.generator == "listops":
     config_name = f"generated_{sizes[0]}_{sizes[1]}_{sizes[2]}_seed{seed}"
     builder_config = tfds.core.BuilderConfig(name=config_name)
@@ -187,9 +257,6 @@ def prepare_builder(name: str, data_config) -> tuple[tfds.core.DatasetBuilder, s
       builder.download_and_prepare(file_format="array_record")
     return builder, f"TFDS {task.catalog} ({builder.data_dir})"
   if data_config.get("generate", False):
-    if not task.generator:
-      raise ConfigError(f"data.generate=True: {name} cannot be generated (only listops and "
-                        "pathfinder can)")
     builder_config, manual_dir, source = _generated_source(name, task, data_config)
   else:
     builder_config = None
@@ -217,34 +284,46 @@ def _data_source(builder, split: str, name: str):
         "prepare again.") from e
 
 
-def get_datasets(config, *, process_index: int = 0, process_count: int = 1) -> Datasets:
+def get_datasets(config, *, process_index: int = 0, process_count: int = 1,
+                 barrier: Callable[[], None] | None = None) -> Datasets:
   """Train / validation / test loaders for `config.data.dataset`, for this process.
 
-  Each process reads its own shard (grain ShardOptions) and gets
-  train.batch_size / process_count examples per batch.
+  Each process gets train.batch_size / process_count examples per batch: its slice of
+  every global training batch, its shard of the evaluation splits. With several processes,
+  `barrier` (called by all of them) lets process 0 generate and prepare the data before the
+  others look, so that processes sharing a data_dir never write the same files.
   """
   data_config, name = config.data, config.data.dataset
   task = _task(name)
-  check_model_config(config.model, task, name)
+  check_data_config(config)
   batch_size = int(config.train.batch_size)
   if batch_size <= 0 or batch_size % process_count:
     raise ConfigError(f"train.batch_size={batch_size}: must be a positive multiple of the "
                       f"number of processes ({process_count})")
+  if barrier is not None and process_index > 0:
+    barrier()
   builder, source = prepare_builder(name, data_config)
+  if barrier is not None and process_index == 0:
+    barrier()
   logging.info("Data: %s.", source)
   sources = [_data_source(builder, split, name) for split in task.splits]
-  transform = ToModelInputs(task.kind, int(config.model.seq_len), task.pad_id)
+  transform = ToModelInputs(task.kind, int(config.model.seq_len), task.pad_id, task.vocab_size,
+                            name)
   workers = int(data_config.get("num_workers", 0))
   per_process = batch_size // process_count
 
   def loader(source, *, train: bool) -> grain.DataLoader:
-    shard = grain.ShardOptions(process_index, process_count, drop_remainder=True)
-    sampler = grain.IndexSampler(num_records=len(source), shard_options=shard,
-                                 shuffle=train, num_epochs=None if train else 1,
-                                 seed=int(config.train.seed))
-    batch = grain.Batch(per_process, drop_remainder=train)
-    return grain.DataLoader(data_source=source, sampler=sampler,
-                            operations=[transform, batch], worker_count=workers)
+    if train:
+      sampler = GlobalBatchSampler(len(source), batch_size, process_index, process_count,
+                                   seed=int(config.train.seed))
+      shard = grain.NoSharding()  # the sampler gives each process its slice
+    else:  # one pass in order; equal shards, so every process runs as many eval steps
+      shard = grain.ShardOptions(process_index, process_count, drop_remainder=True)
+      sampler = grain.IndexSampler(num_records=len(source), shard_options=shard,
+                                   shuffle=False, num_epochs=1)
+    return grain.DataLoader(data_source=source, sampler=sampler, shard_options=shard,
+                            operations=[transform, grain.Batch(per_process, drop_remainder=train)],
+                            worker_count=workers)
 
   info = DataInfo(
       dataset=name, source=source, vocab_size=task.vocab_size,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rmaat_jax.models.config import ModelConfig
 from rmaat_jax.models.encoder import init_segment_encoder, make_segment_step, token_mask
@@ -61,6 +62,15 @@ class RMAATClassifier(nn.Module):
           f"model.dual_encoder={cfg.dual_encoder})")
     if not jnp.issubdtype(tokens.dtype, jnp.integer):
       raise ValueError(f"tokens must be integer ids, got dtype {tokens.dtype}")
+    if isinstance(tokens, jax.core.Tracer) or tokens.size == 0:
+      return  # under jit the values are unknown; the input pipeline checks them instead
+    values = np.asarray(tokens)  # numpy: also right for a concrete array inside a jit trace
+    low, high = int(values.min()), int(values.max())
+    if low < 0 or high >= cfg.vocab_size:
+      bad = low if low < 0 else high
+      raise ValueError(f"token id {bad} is outside the vocabulary [0, model.vocab_size="
+                       f"{cfg.vocab_size}); an embedding lookup would silently read "
+                       "out of range")
 
   @nn.compact
   def __call__(self, tokens: Array, *, train: bool = False) -> Array:

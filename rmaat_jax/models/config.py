@@ -8,12 +8,13 @@ error that names the field and says how to fix it.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
+from rmaat_jax.errors import ConfigError
 
-class ConfigError(ValueError):
-  """A user-facing configuration error (the trainer turns it into `error: ...`, exit 2)."""
+__all__ = ["ConfigError", "ModelConfig"]
 
 
 _CHOICES = {
@@ -88,7 +89,20 @@ class ModelConfig:
     return cls(**items)
 
 
+_BOOLS = ("hebbian_sigmoid", "dual_encoder")
+_FLOATS = ("dropout_rate", "position_scale", "alpha")
+
+
 def _validate(cfg: ModelConfig) -> None:
+  for name in _BOOLS:
+    if not isinstance(getattr(cfg, name), bool):
+      raise ConfigError(f"model.{name}={getattr(cfg, name)!r}: must be True or False")
+  for name in _FLOATS:
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      raise ConfigError(f"model.{name}={value!r}: must be a number")
+  if isinstance(cfg.pad_id, bool) or not isinstance(cfg.pad_id, int):
+    raise ConfigError(f"model.pad_id={cfg.pad_id!r}: must be an integer token id, or -1")
   for name in _POSITIVE_INTS:
     value = getattr(cfg, name)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -107,10 +121,10 @@ def _validate(cfg: ModelConfig) -> None:
         f"model.emb_dim={cfg.emb_dim} is not divisible by model.num_heads={cfg.num_heads}")
   if not 0.0 <= cfg.dropout_rate < 1.0:
     raise ConfigError(f"model.dropout_rate={cfg.dropout_rate!r}: must be in [0, 1)")
-  if not cfg.position_scale > 0:
-    raise ConfigError(f"model.position_scale={cfg.position_scale!r}: must be > 0")
-  if not cfg.alpha >= 0:
-    raise ConfigError(f"model.alpha={cfg.alpha!r}: must be >= 0")
+  if not 0 < cfg.position_scale < math.inf:
+    raise ConfigError(f"model.position_scale={cfg.position_scale!r}: must be finite and > 0")
+  if not 0 <= cfg.alpha < math.inf:
+    raise ConfigError(f"model.alpha={cfg.alpha!r}: must be finite and >= 0")
   if not -1 <= cfg.pad_id < cfg.vocab_size:
     raise ConfigError(
         f"model.pad_id={cfg.pad_id!r}: must be a token id below vocab_size="
