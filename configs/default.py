@@ -46,6 +46,9 @@ def get_config() -> ml_collections.ConfigDict:
   train.keep_checkpoints = 3
   train.grad_clip = 1.0  # global norm; 0 disables
   train.compute_dtype = "float32"  # or "bfloat16" (float32 master weights)
+  # Memory one device may use (GiB); 0: what the device reports (GPU) or the free RAM (CPU).
+  # A train step that needs more stops before the first step, suggesting backprop="amrb".
+  train.memory_limit_gib = 0.0
 
   config.data = data = ml_collections.ConfigDict()
   # listops | text | retrieval | image | pathfinder | fashion_mnist (offline Image substitute)

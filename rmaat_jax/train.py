@@ -7,9 +7,16 @@
   compute (float32 master weights); the train state buffers are donated.
 - Every random number is a function of (train.seed, step, device), and the data order a
   function of (train.seed, step) (grain), so a resumed run repeats an uninterrupted one.
-- orbax: `workdir/checkpoints` (the latest few, with the grain iterator state and the open
-  last logged loss) and `workdir/best` (the best validation accuracy). Test accuracy is taken
-  from the best checkpoint, never from the last step.
+- Checkpoints (checkpointing.py): `workdir/checkpoints` (the latest few, with the grain
+  iterator state, the open logging window and the last logged loss) and `workdir/best` (the
+  best validation accuracy). Test accuracy is taken from the best checkpoint, never from the
+  last step. SIGTERM saves the current step and exits with status 143; a resumed run -
+  after a kill at any moment, a corrupt latest checkpoint or a preemption - ends with the
+  same results as an uninterrupted one.
+- A NaN or Inf training loss, parameters or validation loss stop training
+  (TrainingDivergedError, exit 2) before anything non-finite is saved or chosen as best.
+- The train step is compiled ahead of time and its memory checked against the device's
+  (memory_check.py): a step that cannot fit stops with advice instead of failing mid-run.
 """
 
 
@@ -20,21 +27,22 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import flax
-import grain.python as grain
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from clu import metrics
 from flax.training import train_state
 from jax import lax
+from jax.experimental import multihost_utils
 
-from rmaat_jax import metric_logging
+from rmaat_jax import memory_check, metric_logging
+from rmaat_jax.checkpointing import Checkpoints, Preempted, PreemptionWatcher, tree_is_finite
+from rmaat_jax.config_checks import validate_config
 from rmaat_jax.data.pipeline import get_datasets
+from rmaat_jax.errors import UserError
 from rmaat_jax.models import build_model
-from rmaat_jax.models.config import ConfigError, ModelConfig
 
 
 @flax.struct.dataclass
@@ -47,34 +55,6 @@ class TrainMetrics(metrics.Collection):
 class EvalMetrics(metrics.Collection):
   loss: metrics.Average.from_output("loss")
   accuracy: metrics.Accuracy
-
-
-_POSITIVE = ("num_steps", "batch_size", "eval_every", "checkpoint_every", "log_every",
-             "keep_checkpoints")
-
-
-def validate_train_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
-  """Raises ConfigError naming the first invalid `train.*` field."""
-  train = config.train
-  for name in _POSITIVE:
-    value = train.get(name)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-      raise ConfigError(f"train.{name}={value!r}: must be a positive integer")
-  if train.batch_size % num_devices:
-    raise ConfigError(f"train.batch_size={train.batch_size} is not divisible by the "
-                      f"{num_devices} devices; use a multiple of {num_devices}")
-  for name in ("learning_rate", "weight_decay", "grad_clip"):
-    if not train.get(name, 0.0) >= 0:
-      raise ConfigError(f"train.{name}={train.get(name)!r}: must be >= 0")
-  if not 0 <= train.warmup_steps <= train.num_steps:
-    raise ConfigError(f"train.warmup_steps={train.warmup_steps}: must be in "
-                      f"[0, train.num_steps={train.num_steps}]")
-  if train.num_eval_batches < 0:
-    raise ConfigError(f"train.num_eval_batches={train.num_eval_batches}: must be >= 0 "
-                      "(0 = the whole split)")
-  if train.compute_dtype not in ("float32", "bfloat16"):
-    raise ConfigError(f"train.compute_dtype={train.compute_dtype!r}: use 'float32' or "
-                      "'bfloat16'")
 
 
 def create_optimizer(train: ml_collections.ConfigDict):
@@ -154,18 +134,6 @@ def evaluate(eval_step, params, loader, batch_size: int, limit: int,
   return {k: float(v) for k, v in total.compute().items()}
 
 
-def _checkpoint_managers(workdir: str, keep: int):
-  latest = ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), "checkpoints"),
-      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
-      item_names=("state", "data", "meta"))
-  best = ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), "best"),
-      options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True),
-      item_names=("state", "meta"))
-  return latest, best
-
-
 def _write_json(path: str, payload: dict[str, Any]) -> None:
   """Atomic: a reader never sees a half-written file."""
   tmp = f"{path}.tmp"
@@ -174,10 +142,51 @@ def _write_json(path: str, payload: dict[str, Any]) -> None:
   os.replace(tmp, path)
 
 
+def host_state(rstate: train_state.TrainState) -> train_state.TrainState:
+  """One host-memory (numpy) copy of a replicated state: what checkpoints store. Every process
+  holds the same values, and orbax writes numpy leaves once, from process 0; device arrays
+  local to one process cannot be saved in a multi-process run."""
+  return jax.device_get(flax.jax_utils.unreplicate(rstate))
+
+
 def create_state(config, model, example_tokens, tx) -> train_state.TrainState:
   params = jax.jit(lambda key: model.init({"params": key}, example_tokens))(
       jax.random.key(config.train.seed))["params"]
   return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+
+
+class TrainingDivergedError(UserError):
+  """The training loss or the parameters became NaN or Inf (main.py: `error:`, exit 2)."""
+
+
+def _diverged(what: str, step: int, ckpt: Checkpoints, train_cfg) -> TrainingDivergedError:
+  last = ckpt.latest.latest_step()  # every saved step passed the checks below
+  where = (f"the last good checkpoint is step {last} in {ckpt.latest.directory}"
+           if last is not None else "no checkpoint was saved before it")
+  hints = ["lower train.learning_rate"]
+  if train_cfg.grad_clip <= 0:
+    hints.append("set train.grad_clip (e.g. 1.0)")
+  if train_cfg.compute_dtype != "float32":
+    hints.append("use train.compute_dtype=float32")
+  hint = hints[0] if len(hints) == 1 else ", ".join(hints[:-1]) + " or " + hints[-1]
+  return TrainingDivergedError(f"{what} at step {step}; {where}; {hint}")
+
+
+def _window_to_json(window: TrainMetrics | None) -> dict[str, Any] | None:
+  """The open logging window's sums; float32 -> JSON -> float32 is exact."""
+  if window is None:
+    return None
+  return jax.tree_util.tree_map(lambda x: np.asarray(x).item(),
+                                flax.serialization.to_state_dict(window))
+
+
+def _window_from_json(saved: dict[str, Any] | None) -> TrainMetrics | None:
+  if saved is None:
+    return None
+  empty = TrainMetrics.empty()
+  typed = jax.tree_util.tree_map(lambda t, v: np.asarray(v, np.asarray(t).dtype),
+                                 flax.serialization.to_state_dict(empty), saved)
+  return flax.serialization.from_state_dict(empty, typed)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -192,94 +201,129 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   eval_step = make_eval_step(model, setup.compute_dtype)
 
   os.makedirs(workdir, exist_ok=True)
-  latest, best = _checkpoint_managers(workdir, train_cfg.keep_checkpoints)
-  train_iter = iter(datasets.train)
-  meta = {"best_val_accuracy": None, "best_step": None, "last_window_loss": None}
-  resumed_from = latest.latest_step()
-  if resumed_from is not None:
-    restored = latest.restore(resumed_from, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(state), data=grain.PyGrainCheckpointRestore(train_iter),
-        meta=ocp.args.JsonRestore()))
-    state, meta = restored.state, restored.meta
-    logging.info("Resumed from step %d in %s.", resumed_from, workdir)
+  ckpt = Checkpoints(workdir, train_cfg.keep_checkpoints, train_cfg.checkpoint_every,
+                     train_cfg.num_steps)
+  try:
+    train_iter = iter(datasets.train)
+    resumed_from, state, meta = ckpt.restore_latest(jax.device_get(state), train_iter)
+    meta = meta or {"best_val_accuracy": None, "best_step": None, "last_window_loss": None}
+    if resumed_from is not None:
+      logging.info("Resumed from step %d in %s.", resumed_from, workdir)
+    if not ckpt.check_best(state):  # its step is past: the next validations choose again
+      meta.update(best_val_accuracy=None, best_step=None)
 
-  writer, progress = metric_logging.create_writer_and_progress(
-      workdir, train_cfg.num_steps, is_chief, every_steps=train_cfg.log_every)
-  if resumed_from is None:
-    writer.write_hparams({k: v for k, v in flat_config(config).items()})
-  base_key = jax.random.key(train_cfg.seed + 1)
-  window = None  # train metrics since the last log; closed at every checkpoint too
-  last_window_loss = meta.get("last_window_loss")
-  step = int(state.step)
-  rstate = flax.jax_utils.replicate(state)
-  del state
+    writer, progress = metric_logging.create_writer_and_progress(
+        workdir, train_cfg.num_steps, is_chief, every_steps=train_cfg.log_every)
+    if resumed_from is None:
+      writer.write_hparams({k: v for k, v in flat_config(config).items()})
+    rbase_key = flax.jax_utils.replicate(jax.random.key(train_cfg.seed + 1))
+    # Train metrics since the last log; saved with each checkpoint, so a run resumed from any
+    # step (a preemption's too) logs the same windows and ends with the same train_loss.
+    window = _window_from_json(meta.get("open_window"))
+    step = int(state.step)
+    rstate = flax.jax_utils.replicate(state)
+    del state
+    train_step = compile_train_step(train_step, rstate, rbase_key, config, datasets.info)
 
-  def save_latest(step: int) -> None:
-    meta["last_window_loss"] = last_window_loss
-    latest.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(flax.jax_utils.unreplicate(rstate)),
-        data=grain.PyGrainCheckpointSave(train_iter), meta=ocp.args.JsonSave(meta)))
+    def validate(step: int) -> None:
+      val = evaluate(eval_step, rstate.params, datasets.validation, process_batch,
+                     train_cfg.num_eval_batches, num_devices)
+      writer.write_scalars(step, {f"val_{k}": v for k, v in val.items()})
+      if not np.isfinite(val["loss"]):  # NaN logits: finite parameters, but broken ones
+        raise _diverged(f"validation loss is {val['loss']}", step, ckpt, train_cfg)
+      if meta["best_val_accuracy"] is None or val["accuracy"] > meta["best_val_accuracy"]:
+        meta.update(best_val_accuracy=val["accuracy"], best_step=step)
+        ckpt.save_best(step, host_state(rstate),
+                       {"val_accuracy": val["accuracy"], "step": step})
 
-  def validate(step: int) -> None:
-    val = evaluate(eval_step, rstate.params, datasets.validation, process_batch,
-                   train_cfg.num_eval_batches, num_devices)
-    writer.write_scalars(step, {f"val_{k}": v for k, v in val.items()})
-    if meta["best_val_accuracy"] is None or val["accuracy"] > meta["best_val_accuracy"]:
-      meta.update(best_val_accuracy=val["accuracy"], best_step=step)
-      if best.latest_step() != step:  # a resumed run may reach a saved step again
-        best.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(flax.jax_utils.unreplicate(rstate)),
-            meta=ocp.args.JsonSave({"val_accuracy": val["accuracy"], "step": step})))
-        best.wait_until_finished()
+    def check_loss(step: int, loss) -> None:
+      if not np.isfinite(float(loss)):
+        raise _diverged(f"training loss is {float(loss)}", step, ckpt, train_cfg)
 
-  while step < train_cfg.num_steps:
-    batch = _shard(next(train_iter), num_devices)
-    rstate, step_metrics, lr = train_step(rstate, batch, flax.jax_utils.replicate(base_key))
-    step += 1
-    step_metrics = flax.jax_utils.unreplicate(step_metrics)
-    window = step_metrics if window is None else window.merge(step_metrics)
-    progress(step)
-    checkpoint_now = step % train_cfg.checkpoint_every == 0 or step == train_cfg.num_steps
-    # A window also closes at a checkpoint, so that a resumed run logs the same windows.
-    if step % train_cfg.log_every == 0 or checkpoint_now:
-      scalars = {f"train_{k}": v for k, v in window.compute().items()}
-      last_window_loss = float(scalars["train_loss"])
-      scalars["learning_rate"] = float(flax.jax_utils.unreplicate(lr))
-      scalars.update(_peak_memory())
-      writer.write_scalars(step, scalars)
-      window = None
-    if step % train_cfg.eval_every == 0 or step == train_cfg.num_steps:
-      validate(step)
-    if checkpoint_now:
-      save_latest(step)
-  latest.wait_until_finished()
+    unchecked = None  # (step, loss) read one step late, so the host does not wait each step
+    with PreemptionWatcher(ckpt.latest) as preemption, memory_check.advise_on_oom(
+        config.model.backprop):
+      while step < train_cfg.num_steps:
+        batch = _shard(next(train_iter), num_devices)
+        rstate, step_metrics, lr = train_step(rstate, batch, rbase_key)
+        step += 1
+        if unchecked is not None:
+          check_loss(*unchecked)
+        step_metrics = flax.jax_utils.unreplicate(step_metrics)
+        unchecked = (step, step_metrics.loss.compute())
+        window = step_metrics if window is None else window.merge(step_metrics)
+        progress(step)
+        preempted = preemption.reached(step)
+        save = preempted or ckpt.should_save(step)
+        log = step % train_cfg.log_every == 0 or step == train_cfg.num_steps
+        validate_now = step % train_cfg.eval_every == 0 or step == train_cfg.num_steps
+        if log or save or validate_now:
+          check_loss(*unchecked)
+          unchecked = None
+          if (save or validate_now) and not tree_is_finite(
+              flax.jax_utils.unreplicate(rstate.params)):
+            raise _diverged("the parameters became NaN or Inf", step, ckpt, train_cfg)
+        if log:
+          scalars = {f"train_{k}": v for k, v in window.compute().items()}
+          meta["last_window_loss"] = float(scalars["train_loss"])
+          scalars["learning_rate"] = float(flax.jax_utils.unreplicate(lr))
+          scalars.update(_peak_memory())
+          writer.write_scalars(step, scalars)
+          window = None
+        if validate_now:
+          validate(step)
+        if save:
+          meta["open_window"] = _window_to_json(window)
+          ckpt.save_latest(step, host_state(rstate), train_iter, meta,
+                           force=preempted)
+        if preempted:
+          ckpt.latest.wait_until_finished()
+          writer.flush()
+          logging.warning("preempted at step %d; checkpoint saved in %s; rerun the same "
+                          "command to resume", step, ckpt.latest.directory)
+          raise Preempted(step)
+    ckpt.latest.wait_until_finished()
 
-  results = test_best(config, workdir, model, datasets, eval_step, rstate, best)
-  results.update(steps=step, train_loss=last_window_loss,
+    results = test_best(config, model, datasets, eval_step, rstate, ckpt)
+  finally:
+    ckpt.close()  # also on errors: a save in flight completes
+  results.update(steps=step, train_loss=meta["last_window_loss"],
                  resumed_from_step=resumed_from, dataset=datasets.info.dataset,
                  data_source=datasets.info.source)
   if is_chief:
     _write_json(os.path.join(workdir, "results.json"), results)
   writer.write_scalars(step, {"test_accuracy": results["test_accuracy"]})
   writer.flush()
-  latest.close()
-  best.close()
   return results
 
 
-def test_best(config, workdir, model, datasets, eval_step, rstate, best) -> dict[str, Any]:
+def compile_train_step(train_step, rstate, rbase_key, config: ml_collections.ConfigDict,
+                       info) -> Any:
+  """The pmapped step compiled ahead of time, after checking that it fits in memory
+  (memory_check.check_fits: OutOfMemoryError suggesting backprop="amrb" if it does not)."""
+  num_devices = jax.local_device_count()
+  per_device = config.train.batch_size // jax.process_count() // num_devices
+  shape = (num_devices, per_device) + ((2,) if info.dual_encoder else ()) + (info.seq_len,)
+  # Concrete (zero) arrays: lowering pmap across processes does not take abstract ones.
+  batch = {"inputs": np.zeros(shape, np.int32), "targets": np.zeros(shape[:2], np.int32)}
+  compiled = train_step.lower(rstate, batch, rbase_key).compile()
+  need = memory_check.check_fits(compiled, jax.local_devices()[0], config.model.backprop,
+                                 config.train.get("memory_limit_gib", 0.0))
+  if need is not None:
+    logging.info("One train step needs %.3f GiB per device.", need / 2 ** 30)
+  # Across processes the compiled step takes global arrays, the loop passes each process's
+  # own: there the pmapped function is called (and compiles once more on its first call).
+  return compiled if jax.process_count() == 1 else train_step
+
+
+def test_best(config, model, datasets, eval_step, rstate, ckpt: Checkpoints) -> dict[str, Any]:
   """Restores the best-validation checkpoint and evaluates it on the test split."""
-  best_step = best.latest_step()
-  if best_step is None:
-    raise FileNotFoundError(f"no best checkpoint in {workdir}/best: run training first")
-  template = flax.jax_utils.unreplicate(rstate)
-  restored = best.restore(best_step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()))
-  params = flax.jax_utils.replicate(restored.state.params)
+  best_step, state, best_meta = ckpt.restore_best(host_state(rstate))
+  params = flax.jax_utils.replicate(state.params)
   process_batch = config.train.batch_size // jax.process_count()
   test = evaluate(eval_step, params, datasets.test, process_batch, 0,
                   jax.local_device_count())
-  return {"best_step": int(best_step), "val_accuracy": restored.meta["val_accuracy"],
+  return {"best_step": int(best_step), "val_accuracy": best_meta["val_accuracy"],
           "test_accuracy": test["accuracy"], "test_loss": test["loss"]}
 
 
@@ -310,11 +354,13 @@ class _Setup(NamedTuple):
 
 def _setup(config: ml_collections.ConfigDict) -> _Setup:
   """Validates the config, then builds the model, the data and a fresh train state."""
-  validate_train_config(config, jax.local_device_count() * jax.process_count())
-  model_config = ModelConfig.from_config(config.model)
+  model_config = validate_config(config, jax.device_count())
   model = build_model(model_config)
+  barrier = None
+  if jax.process_count() > 1:  # process 0 prepares the data first (a shared data_dir)
+    barrier = lambda: multihost_utils.sync_global_devices("rmaat_jax: data prepared")
   datasets = get_datasets(config, process_index=jax.process_index(),
-                          process_count=jax.process_count())
+                          process_count=jax.process_count(), barrier=barrier)
   tx, schedule = create_optimizer(config.train)
   example = np.zeros((1,) + ((2,) if model_config.dual_encoder else ())
                      + (model_config.seq_len,), np.int32)
@@ -326,10 +372,13 @@ def _setup(config: ml_collections.ConfigDict) -> _Setup:
 def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Eval-only mode: test accuracy of the best checkpoint in `workdir`."""
   setup = _setup(config)
-  _, best = _checkpoint_managers(workdir, config.train.keep_checkpoints)
-  results = test_best(config, workdir, setup.model, setup.datasets,
-                      make_eval_step(setup.model, setup.compute_dtype),
-                      flax.jax_utils.replicate(setup.state), best)
+  ckpt = Checkpoints(workdir, read_only=True)
+  try:
+    results = test_best(config, setup.model, setup.datasets,
+                        make_eval_step(setup.model, setup.compute_dtype),
+                        flax.jax_utils.replicate(setup.state), ckpt)
+  finally:
+    ckpt.close()
   if jax.process_index() == 0:
     _write_json(os.path.join(workdir, "eval_results.json"), results)
   return results

@@ -1,22 +1,23 @@
 """The trainer end to end: every task config, devices, kill and resume, learning, errors."""
 
 import json
-import os
-import pathlib
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from data_fixtures import max_min_rows, write_aan, write_fashion_mnist, write_listops
+from trainer_fixtures import (  # noqa: F401 - a fixture
+    listops_data_fixture,
+    listops_flags,
+    results_without_resume,
+    run_main,
+)
 
 import configs
 from rmaat_jax import train
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY_MODEL = dict(emb_dim=16, num_heads=2, num_layers=1, mlp_dim=32, dropout_rate=0.1)
 TINY_TRAIN = dict(num_steps=2, batch_size=4, eval_every=1, checkpoint_every=2, log_every=1,
                   num_eval_batches=1, warmup_steps=1)
@@ -91,43 +92,6 @@ def test_loss_goes_down_on_a_learnable_task(tmp_path):
 
 # --- the command line, in subprocesses ---------------------------------------------------
 
-def run_main(workdir, *overrides, devices=1, wait=True, **popen):
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
-                      f" --xla_force_host_platform_device_count={devices}").strip()
-  command = [sys.executable, "-m", "rmaat_jax.main", "--config", "configs/lra_listops.py",
-             f"--workdir={workdir}", *overrides]
-  process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True, **popen)
-  if wait:
-    _, stderr = process.communicate(timeout=600)
-    return process.returncode, stderr
-  return process
-
-
-def listops_flags(data_dir, **train_flags):
-  flags = {"model.seq_len": 64, "model.num_segments": 2, "model.emb_dim": 16,
-           "model.num_heads": 2, "model.num_layers": 1, "model.mlp_dim": 32,
-           "train.batch_size": 4, "train.num_eval_batches": 2, "train.warmup_steps": 1,
-           "data.generate_sizes": "(40,8,8)", "data.data_dir": str(data_dir), **train_flags}
-  return [f"--config.{k}={v}" for k, v in flags.items()]
-
-
-@pytest.fixture(scope="module")
-def listops_data(tmp_path_factory):
-  """A prepared generated ListOps set shared by the subprocess tests."""
-  data_dir = tmp_path_factory.mktemp("tfds")
-  code, stderr = run_main(data_dir / "warmup", *listops_flags(data_dir, **{
-      "train.num_steps": 1}))
-  assert code == 0, stderr
-  return data_dir
-
-
-def results_without_resume(workdir):
-  results = json.loads((workdir / "results.json").read_text())
-  return {k: v for k, v in results.items() if k != "resumed_from_step"}, results
-
-
 def test_two_devices_match_one_device(listops_data, tmp_path):
   flags = listops_flags(listops_data, **{"train.num_steps": 2, "train.log_every": 1,
                                          "model.dropout_rate": 0.0})
@@ -140,6 +104,7 @@ def test_two_devices_match_one_device(listops_data, tmp_path):
   np.testing.assert_allclose(two["test_loss"], one["test_loss"], rtol=1e-3)
 
 
+@pytest.mark.slow  # test_faults.py kills during a checkpoint write and resumes, by default
 def test_killed_run_resumes_to_identical_results(listops_data, tmp_path):
   flags = listops_flags(listops_data, **{"train.num_steps": 12, "train.checkpoint_every": 3,
                                          "train.eval_every": 3, "train.log_every": 2})
