@@ -1,0 +1,186 @@
+"""Training memory and step time of RMAAT, JAX vs PyTorch, BPTT vs AMRB, vs segments.
+
+    python experiments/compare_memory.py [--segments 2 4 8 16 32] [--tasks text retrieval]
+        [--batch 2] [--repeats 3] [--out_dir experiments/results] [--device auto|cpu|gpu]
+        [--quick]
+
+Models: the Text and Retrieval configs (configs/lra_text.py, configs/lra_retrieval.py:
+d 256 / 128, 4 layers, 4 heads, d_ff 1024 / 512, 1 / 4 memory tokens, Retrieval a dual
+encoder), astro attention, dropout 0.1, with T segments of the configs' 512 tokens, i.e.
+seq_len = 512 T (per document); T = 8 is the configs' own 4096. One step = forward +
+backward + AdamW update, float32. The PyTorch model is experiments/torch_rmaat.py (the
+port checked against JAX by tests/test_torch_parity.py); its "amrb" is the paper's replay.
+
+Memory, by device:
+- GPU: the runtime peak, `peak_bytes_in_use` (JAX, XLA_PYTHON_CLIENT_PREALLOCATE=false)
+  and `torch.cuda.max_memory_allocated`; each measurement runs in a fresh subprocess,
+  since JAX cannot reset its peak counter. Same measurement in both frameworks.
+  (On CPU each framework runs in its own subprocess: see _run_in_subprocess.)
+- CPU: neither framework reports a runtime peak, so two DIFFERENT measurements are shown:
+  JAX = XLA's compiled memory analysis of the jitted step (arguments + outputs + temp -
+  aliased; temp holds activations, gradients and workspace); PyTorch = the peak of live
+  tensors autograd saves for backward (unique storages, via saved_tensors_hooks; transient
+  forward/backward buffers are not counted) + parameters + gradients + AdamW state. Compare
+  modes within a framework; across frameworks the numbers are indicative only.
+
+Step time: median of --repeats steps after one warm-up step (compile excluded).
+Writes compare_memory_<device>.{json,md,png} into --out_dir and prints the table and the
+summary ratios (AMRB vs BPTT at 16 segments; JAX vs torch AMRB memory; JAX/torch time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # repository root
+
+from experiments.compare_memory_measure import TASKS, measure  # noqa: E402
+from experiments.compare_memory_report import plot, summary, table  # noqa: E402
+
+FRAMEWORKS, MODES = ("jax", "torch"), ("bptt", "amrb")
+
+
+def _detect_device(choice: str) -> str:
+  import jax
+  import torch
+
+  gpu = torch.cuda.is_available() and jax.default_backend() == "gpu"
+  if choice == "gpu" and not gpu:
+    raise SystemExit("error: --device gpu, but JAX and torch do not both see a GPU")
+  return "gpu" if choice == "gpu" or (choice == "auto" and gpu) else "cpu"
+
+
+def _print_row(row: dict) -> None:
+  print(f"{row['task']:9s} T={row['segments']:2d} {row['framework']:5s} {row['mode']:4s} "
+        f"memory={row['memory_bytes'] / 2**20:9.1f} MiB "
+        f"activations={row['activation_bytes'] / 2**20:9.1f} MiB "
+        f"step={row['step_s']:7.3f} s", flush=True)
+
+
+def _run_in_subprocess(jobs: list[list], rows_file: Path) -> list[dict]:
+  """Runs measurements in a fresh interpreter; each row is appended to `rows_file` at once.
+
+  On CPU each framework gets its own process, so that neither one's thread pools, caches or
+  allocator state affect the other's timings. On GPU every measurement gets its own
+  process, because JAX cannot reset its peak-memory counter.
+  """
+  proc = subprocess.Popen([sys.executable, __file__, "--_jobs", json.dumps(jobs)],
+                          stdout=subprocess.PIPE, text=True)
+  rows = []
+  for line in proc.stdout:
+    if line.startswith("ROW "):
+      rows.append(json.loads(line[4:]))
+      with rows_file.open("a") as f:
+        f.write(line[4:])
+      _print_row(rows[-1])
+  if proc.wait():
+    raise SystemExit(f"error: measurement subprocess failed (exit {proc.returncode}); "
+                     f"rows so far are in {rows_file} (rerun with --resume)")
+  return rows
+
+
+def _key(row: dict) -> tuple:
+  return (row["task"], row["segments"], row["framework"], row["mode"])
+
+
+def sweep(args: argparse.Namespace, device: str, rows_file: Path) -> list[dict]:
+  """Measures every (task, segments, framework, mode) not already in `rows_file`."""
+  done = {}
+  if args.resume and rows_file.exists():
+    done = {_key(r): r for r in map(json.loads, rows_file.read_text().splitlines())}
+  else:
+    rows_file.write_text("")
+  for row in done.values():
+    _print_row(row)
+  for framework in args.frameworks:
+    jobs = [[framework, task, mode, t, args.batch, args.repeats, device, args.torch_threads]
+            for task in args.tasks for t in args.segments for mode in MODES
+            if (task, t, framework, mode) not in done]
+    groups = [[job] for job in jobs] if device == "gpu" else [jobs]
+    for group in filter(None, groups):
+      done.update({_key(r): r for r in _run_in_subprocess(group, rows_file)})
+  return [done[k] for k in ((task, t, fw, mode) for task in args.tasks
+                            for t in args.segments for fw in FRAMEWORKS for mode in MODES)
+          if k in done]
+
+
+def _metadata(args: argparse.Namespace, device: str, rows: list[dict]) -> dict:
+  import os
+
+  import jax
+  import torch
+
+  if device == "gpu":
+    name = torch.cuda.get_device_name(0)
+  else:
+    name = f"{platform.machine()} CPU, {os.cpu_count()} cores"
+  threads = sorted({r["torch_threads"] for r in rows if r.get("torch_threads")})
+  return {"date": datetime.date.today().isoformat(), "device": device, "device_name": name,
+          "jax": jax.__version__, "torch": torch.__version__, "batch": args.batch,
+          "segments": args.segments, "tasks": args.tasks, "segment_len": 512,
+          "dtype": "float32", "torch_threads": threads,
+          "repeats": {fw: sorted({r.get("repeats", args.repeats) for r in rows
+                                  if r["framework"] == fw}) for fw in FRAMEWORKS},
+          "optimizer": "AdamW lr 1e-3, weight decay 1e-2 (optax.adamw / torch.optim.AdamW)",
+          "notes": sorted({r["recovered_from_log"] for r in rows
+                           if r.get("recovered_from_log")})}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--segments", type=int, nargs="+", default=[2, 4, 8, 16, 32])
+  parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS),
+                      default=["text", "retrieval"])
+  parser.add_argument("--batch", type=int, default=2,
+                      help="examples per step (2: the full CPU sweep fits ~20 min on 2 cores)")
+  parser.add_argument("--repeats", type=int, default=3, help="timed steps (median)")
+  parser.add_argument("--out_dir", type=Path, default=HERE / "results")
+  parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+  parser.add_argument("--quick", action="store_true",
+                      help="smoke run: segments 2 4, batch 1, 1 timed step, file suffix _quick")
+  parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
+  parser.add_argument("--torch_threads", type=int, default=0,
+                      help="torch.set_num_threads for the torch runs (0: torch's default)")
+  parser.add_argument("--resume", action="store_true",
+                      help="keep the rows already in <out_dir>/<stem>.rows.jsonl")
+  parser.add_argument("--_jobs", help=argparse.SUPPRESS)  # worker: JSON list of jobs
+  args = parser.parse_args()
+
+  if args._jobs:  # each job: framework, task, mode, segments, batch, repeats, device
+    for job in json.loads(args._jobs):
+      start = time.perf_counter()
+      row = measure(*job)
+      row["measure_s"] = time.perf_counter() - start
+      print("ROW " + json.dumps(row), flush=True)
+    return
+  if args.quick:
+    args.segments, args.batch, args.repeats = [2, 4], 1, 1
+  device = _detect_device(args.device)
+  stem = f"compare_memory_{device}" + ("_quick" if args.quick else "")
+  args.out_dir.mkdir(parents=True, exist_ok=True)
+  rows = sweep(args, device, args.out_dir / f"{stem}.rows.jsonl")
+  meta = _metadata(args, device, rows)
+  text = table(rows, device) + "\n\n" + summary(rows, args.segments)
+  print(text)
+  (args.out_dir / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows},
+                                                        indent=1))
+  (args.out_dir / f"{stem}.md").write_text(
+      f"# compare_memory ({meta['date']}, {meta['device_name']}, jax {meta['jax']}, "
+      f"torch {meta['torch']}, batch {meta['batch']}, segments of 512 tokens)\n\n"
+      f"timed steps per row (median): {meta['repeats']}; torch threads: "
+      f"{meta['torch_threads']}; JAX: XLA's default CPU thread pool."
+      + "".join(f"\nNote: {n}." for n in meta["notes"]) + f"\n\n{text}\n")
+  plot(rows, args.segments, device, meta, args.out_dir / f"{stem}.png")
+  print(f"wrote {args.out_dir / stem}.{{json,md,png}}")
+
+
+if __name__ == "__main__":
+  main()

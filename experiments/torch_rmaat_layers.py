@@ -1,0 +1,223 @@
+"""PyTorch building blocks of RMAAT, mirroring rmaat_jax/models/{attention,position}.py.
+
+Every parameter is stored in Flax's layout and under Flax's name (Dense `kernel` is
+[in..., out...], LayerNorm has `scale`/`bias`, Embed has `embedding`), so a torch module's
+`named_parameters()` path equals the Flax params path: loading JAX weights and returning
+torch gradients in the JAX tree are plain renames, with no transposes to get wrong.
+
+Numerics that must match Flax (checked by tests/test_torch_parity.py):
+- LayerNorm epsilon 1e-6 (Flax default; torch's default is 1e-5).
+- GELU: flax.linen.gelu defaults to the tanh approximation -> approximate="tanh".
+- Softmax masking with the dtype's most negative finite value, as jnp.finfo(dtype).min.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rmaat_jax.models.position import distance_kernel
+
+
+def phi(x: Tensor) -> Tensor:
+  """elu(x) + 1, strictly positive (METHOD.md section 2)."""
+  return F.elu(x) + 1.0
+
+
+def gelu(x: Tensor) -> Tensor:
+  return F.gelu(x, approximate="tanh")  # flax.linen.gelu(approximate=True)
+
+
+def dropout(x: Tensor, rate: float, generator: torch.Generator | None) -> Tensor:
+  """Inverted dropout drawing its mask from `generator`; identity when generator is None.
+
+  An explicit generator (seeded per segment, like JAX's fold_in(key, t)) is what lets the
+  AMRB replay recompute exactly the masks the forward pass used.
+  """
+  if generator is None or rate == 0.0:
+    return x
+  keep = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) >= rate
+  return torch.where(keep, x / (1.0 - rate), torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+# ----------------------------------------------------------------------------- attention
+def _mask_keys(features: Tensor, key_mask: Tensor | None) -> Tensor:
+  if key_mask is None:
+    return features
+  return features * key_mask[:, None, :, None].to(features.dtype)
+
+
+def _zero_padded_queries(out: Tensor, key_mask: Tensor | None) -> Tensor:
+  if key_mask is None:
+    return out
+  return torch.where(key_mask[:, None, :, None], out, torch.zeros((), dtype=out.dtype,
+                                                                   device=out.device))
+
+
+def _safe_divide(num: Tensor, den: Tensor) -> Tensor:
+  # den == 0 only for a row without any real key; the JAX code defines its output as 0.
+  return num / torch.where(den == 0, torch.ones_like(den), den)[..., None]
+
+
+def astro_attention(q: Tensor, k: Tensor, v: Tensor, r: Tensor, *, alpha: float = 0.25,
+                    key_mask: Tensor | None = None, hebbian_sigmoid: bool = False) -> Tensor:
+  """q, k [B, H, N, m], v [B, H, N, d_h], r [H, N, m] (raw) -> [B, H, N, d_h]."""
+  m = q.shape[-1]
+  phi_k = _mask_keys(phi(k), key_mask)
+  v = _mask_keys(v, key_mask)
+  # Write mode: H = (phi(K) + phi(R))^T V / m and g = (sum_t phi(k_t)) ** alpha.
+  h = torch.einsum("bhnm,bhnd->bhmd", phi_k + phi(r)[None], v) / m
+  if hebbian_sigmoid:
+    h = torch.sigmoid(h)
+  g = phi_k.sum(dim=2) ** alpha
+  # Read mode.
+  phi_q = phi(q)
+  c = torch.einsum("bhnm,bhm->bhn", phi_q, g)
+  out = _safe_divide(torch.einsum("bhnm,bhmd->bhnd", phi_q, h), c)
+  return _zero_padded_queries(out, key_mask)
+
+
+def linear_attention(q: Tensor, k: Tensor, v: Tensor, *,
+                     key_mask: Tensor | None = None) -> Tensor:
+  """RLT baseline: elu+1 features, standard normaliser."""
+  phi_k = _mask_keys(phi(k), key_mask)
+  phi_q = phi(q)
+  kv = torch.einsum("bhnm,bhnd->bhmd", phi_k, v)
+  den = torch.einsum("bhnm,bhm->bhn", phi_q, phi_k.sum(dim=2))
+  out = _safe_divide(torch.einsum("bhnm,bhmd->bhnd", phi_q, kv), den)
+  return _zero_padded_queries(out, key_mask)
+
+
+def softmax_attention(q: Tensor, k: Tensor, v: Tensor, *,
+                      key_mask: Tensor | None = None) -> Tensor:
+  """RMT baseline: scaled dot-product softmax attention."""
+  logits = torch.einsum("bhim,bhjm->bhij", q, k) / math.sqrt(q.shape[-1])
+  if key_mask is not None:
+    lowest = torch.tensor(torch.finfo(logits.dtype).min, dtype=logits.dtype,
+                          device=logits.device)
+    logits = torch.where(key_mask[:, None, None, :], logits, lowest)
+  out = torch.einsum("bhij,bhjd->bhid", torch.softmax(logits, dim=-1), v)
+  return _zero_padded_queries(out, key_mask)
+
+
+# ----------------------------------------------------------------------------- layers
+class Dense(nn.Module):
+  """flax.linen.Dense / DenseGeneral: contracts the trailing `in_shape` axes of x."""
+
+  def __init__(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]):
+    super().__init__()
+    self.num_in = len(in_shape)
+    self.kernel = nn.Parameter(torch.empty(*in_shape, *out_shape))
+    self.bias = nn.Parameter(torch.zeros(*out_shape))
+
+  def forward(self, x: Tensor) -> Tensor:
+    return torch.tensordot(x, self.kernel, dims=self.num_in) + self.bias
+
+
+class LayerNorm(nn.Module):
+  """flax.linen.LayerNorm over the last axis (epsilon 1e-6)."""
+
+  def __init__(self, dim: int, eps: float = 1e-6):
+    super().__init__()
+    self.eps = eps
+    self.scale = nn.Parameter(torch.ones(dim))
+    self.bias = nn.Parameter(torch.zeros(dim))
+
+  def forward(self, x: Tensor) -> Tensor:
+    return F.layer_norm(x, (x.shape[-1],), self.scale, self.bias, self.eps)
+
+
+class Embed(nn.Module):
+  def __init__(self, vocab_size: int, dim: int):
+    super().__init__()
+    self.embedding = nn.Parameter(torch.empty(vocab_size, dim))
+
+  def forward(self, tokens: Tensor) -> Tensor:
+    return F.embedding(tokens, self.embedding)
+
+
+class MultiHeadAttention(nn.Module):
+  """Q/K/V projections [d -> (H, d_h)], one attention core, W_O [(H, d_h) -> d]."""
+
+  def __init__(self, dim: int, num_heads: int, kind: str, alpha: float,
+               hebbian_sigmoid: bool):
+    super().__init__()
+    if kind not in ("astro", "softmax", "linear"):
+      raise ValueError(f"unknown attention kind {kind!r}")
+    head_dim = dim // num_heads
+    self.kind, self.alpha, self.hebbian_sigmoid = kind, alpha, hebbian_sigmoid
+    self.query = Dense((dim,), (num_heads, head_dim))
+    self.key = Dense((dim,), (num_heads, head_dim))
+    self.value = Dense((dim,), (num_heads, head_dim))
+    self.out = Dense((num_heads, head_dim), (dim,))
+
+  def forward(self, x: Tensor, key_mask: Tensor | None, r: Tensor | None) -> Tensor:
+    # [B, N, H, d_h] -> [B, H, N, d_h]
+    q, k, v = (proj(x).transpose(1, 2) for proj in (self.query, self.key, self.value))
+    if self.kind == "astro":
+      if r is None:
+        raise ValueError("astro attention needs the positional matrix r [H, N, m]")
+      out = astro_attention(q, k, v, r, alpha=self.alpha, key_mask=key_mask,
+                            hebbian_sigmoid=self.hebbian_sigmoid)
+    elif self.kind == "linear":
+      out = linear_attention(q, k, v, key_mask=key_mask)
+    else:
+      out = softmax_attention(q, k, v, key_mask=key_mask)
+    return self.out(out.transpose(1, 2))
+
+
+class EncoderBlock(nn.Module):
+  """Post-LN block: Y = LN(X + Drop(Attn(X))); Z = LN(Y + Drop(FFN(Y)))."""
+
+  def __init__(self, dim: int, num_heads: int, mlp_dim: int, dropout_rate: float,
+               attention: str, alpha: float, hebbian_sigmoid: bool):
+    super().__init__()
+    self.rate = dropout_rate
+    self.attention = MultiHeadAttention(dim, num_heads, attention, alpha, hebbian_sigmoid)
+    self.ln_attention = LayerNorm(dim)
+    self.mlp_in = Dense((dim,), (mlp_dim,))
+    self.mlp_out = Dense((mlp_dim,), (dim,))
+    self.ln_mlp = LayerNorm(dim)
+
+  def forward(self, x: Tensor, key_mask: Tensor | None, r: Tensor | None,
+              generator: torch.Generator | None) -> Tensor:
+    attn = self.attention(x, key_mask, r)
+    y = self.ln_attention(x + dropout(attn, self.rate, generator))
+    h = gelu(self.mlp_in(y))
+    h = self.mlp_out(dropout(h, self.rate, generator))
+    return self.ln_mlp(y + dropout(h, self.rate, generator))
+
+
+class AstroPositions(nn.Module):
+  """One positional matrix R [H, N, m] per layer: learned ("projected") or fixed."""
+
+  def __init__(self, num_layers: int, num_heads: int, num_tokens: int, head_dim: int,
+               kind: str, scale: float):
+    super().__init__()
+    self.kind, self.num_layers = kind, num_layers
+    if kind == "distance":
+      p = np.arange(num_tokens) / max(num_tokens - 1, 1)
+      c = np.arange(head_dim) / max(head_dim - 1, 1)
+      r = np.exp(-scale * np.abs(p[:, None] - c[None, :]))
+      r = np.broadcast_to(r, (num_heads, num_tokens, head_dim)).astype(np.float32)
+      self.register_buffer("r", torch.from_numpy(r.copy()), persistent=False)
+    else:
+      for layer in range(num_layers):
+        self.register_parameter(f"e_{layer}", nn.Parameter(
+            torch.empty(num_heads, head_dim, num_tokens)))
+      kernel = distance_kernel(num_tokens, scale).astype(np.float32)
+      self.register_buffer("kernel", torch.from_numpy(kernel), persistent=False)
+
+  def forward(self) -> tuple[Tensor, ...]:
+    if self.kind == "distance":
+      return (self.r,) * self.num_layers
+    rs = []
+    for layer in range(self.num_layers):
+      e = getattr(self, f"e_{layer}")
+      gram = torch.einsum("hmn,nk,hjk->hmj", e, self.kernel, e)  # E P E^T [H, m, m]
+      rs.append(torch.einsum("hmn,hmj->hnj", e, gram))  # R = E^T (E P E^T) [H, N, m]
+    return tuple(rs)

@@ -1,0 +1,141 @@
+"""The recurrence over segments in PyTorch, with BPTT, remat and AMRB backprop.
+
+    mem_{t+1} = RF(t, T) * Z_t[:, :M]   for t = 1..T-1,     output Z_T
+
+- "bptt":  a Python loop; autograd stores every segment's activations.
+- "remat": each segment under torch.utils.checkpoint (non-reentrant): activations are
+  recomputed segment by segment during backward, memory like AMRB. Kept for parity with the
+  JAX modes; it is torch's generic tool rather than the paper's algorithm.
+- "amrb":  `AMRBFunction`, the paper's Astrocytic Memory Replay Backpropagation written as
+  a torch.autograd.Function (the analogue of the JAX custom_vjp). Forward: all segments
+  under no_grad, keeping only the memory entering each segment (the replay buffer
+  [T, B, M, d]). Backward: a reverse loop that recomputes segment t with grad enabled from
+  its stored memory (detached, requires_grad), backpropagates dL/dZ_T (t = T) or dL/dmem_{t+1}
+  through it with torch.autograd.grad, accumulates the parameter gradients and hands
+  dL/dmem_t to segment t - 1. Because it is a Function, `loss.backward()` on the model's
+  logits runs it: the same training loop serves every mode.
+
+Every mode calls the same `segment_step(mem, tokens, rs, generator)`; dropout draws from a
+generator seeded by (step seed, segment index), so AMRB's replay sees the forward's masks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+BACKPROP_MODES = ("bptt", "remat", "amrb")
+# (mem [B, M, d], tokens [B, S], rs (R per layer) or None, generator) -> Z [B, M + S, d]
+SegmentStep = Callable[[Tensor, Tensor, "tuple[Tensor, ...] | None",
+                        "torch.Generator | None"], Tensor]
+
+
+def segment_generator(seed: int | None, t: int, device: torch.device
+                      ) -> torch.Generator | None:
+  """Dropout generator of segment t (None: no dropout), like JAX's fold_in(key, t)."""
+  if seed is None:
+    return None
+  generator = torch.Generator(device=device)
+  generator.manual_seed((seed * 1_000_003 + t) % (2 ** 63))
+  return generator
+
+
+def _as_rs(rs: Sequence[Tensor]) -> tuple[Tensor, ...] | None:
+  return tuple(rs) if rs else None
+
+
+def _loop(step: SegmentStep, mem0: Tensor, segments: Tensor, rf: np.ndarray,
+          rs: tuple[Tensor, ...] | None, seed: int | None, num_memory: int,
+          remat: bool = False) -> tuple[Tensor, list[Tensor]]:
+  """Runs all T segments; returns Z_T and the memories entering each segment."""
+  mem, memories, z = mem0, [], None
+  for t in range(segments.shape[0]):
+    memories.append(mem)
+    generator = segment_generator(seed, t, mem0.device)
+    if remat:
+      z = checkpoint(step, mem, segments[t], rs, generator, use_reentrant=False)
+    else:
+      z = step(mem, segments[t], rs, generator)
+    # rf[T-1] scales a memory no segment reads (as in the JAX loop); it is not computed.
+    if t + 1 < segments.shape[0]:
+      mem = float(rf[t]) * z[:, :num_memory]
+  return z, memories
+
+
+class AMRBFunction(torch.autograd.Function):
+  """Z_T = recurrence(mem0, segments) with the replay backward described above.
+
+  Inputs after the non-tensor ones: mem0, then the R matrices (one per layer, or none),
+  then every parameter the segment step reads. Gradients are returned for all of those, so
+  autograd carries them on to memory_init, the position parameters E and the weights.
+  """
+
+  @staticmethod
+  def forward(ctx, step: SegmentStep, segments: Tensor, rf: np.ndarray, seed: int | None,
+              num_memory: int, num_rs: int, mem0: Tensor, *tensors: Tensor) -> Tensor:
+    rs = _as_rs(tensors[:num_rs])
+    # Function.forward already runs without grad; nothing inside is recorded.
+    z_last, memories = _loop(step, mem0, segments, rf, rs, seed, num_memory)
+    # The replay buffer [T, B, M, d] is all that is kept, plus the integer tokens.
+    ctx.save_for_backward(torch.stack(memories), segments, *tensors[:num_rs])
+    ctx.step, ctx.rf, ctx.seed, ctx.num_memory = step, rf, seed, num_memory
+    ctx.params = tensors[num_rs:]  # leaf parameters: referenced, not copies
+    return z_last
+
+  @staticmethod
+  def backward(ctx, dz_last: Tensor):
+    memories, segments, *rs_saved = ctx.saved_tensors
+    params = ctx.params
+    last = segments.shape[0] - 1
+    with torch.enable_grad():
+      # R is computed once per step outside the Function; its gradient is accumulated over
+      # segments here and returned, so autograd takes it back to E.
+      rs = [r.detach().requires_grad_(r.requires_grad) for r in rs_saved]
+      wrt_rs = [r for r in rs if r.requires_grad]
+      wrt_params = [p for p in params if p.requires_grad]
+      grads_rs = [torch.zeros_like(r) for r in wrt_rs]
+      grads_params = [torch.zeros_like(p) for p in wrt_params]
+      dmem = None
+      for t in range(last, -1, -1):
+        mem_t = memories[t].detach().requires_grad_(True)
+        generator = segment_generator(ctx.seed, t, memories.device)
+        z = ctx.step(mem_t, segments[t], _as_rs(rs), generator)
+        if t == last:
+          out, seed = z, dz_last
+        else:  # mem_{t+1} = RF(t, T) * Z_t[:, :M]
+          out, seed = float(ctx.rf[t]) * z[:, :ctx.num_memory], dmem
+        grads = torch.autograd.grad(out, [mem_t, *wrt_rs, *wrt_params], seed,
+                                    allow_unused=True)
+        dmem = grads[0]
+        for acc, g in zip(grads_rs + grads_params, grads[1:], strict=True):
+          if g is not None:
+            acc.add_(g)
+        del z, out, grads  # free segment t's graph before replaying t - 1
+    it_rs, it_params = iter(grads_rs), iter(grads_params)
+    d_rs = [next(it_rs) if r.requires_grad else None for r in rs]
+    d_params = [next(it_params) if p.requires_grad else None for p in params]
+    return (None, None, None, None, None, None, dmem, *d_rs, *d_params)
+
+
+def run_segments(step: SegmentStep, params: Sequence[Tensor], mem0: Tensor,
+                 segments: Tensor, rf: np.ndarray, rs: tuple[Tensor, ...] | None,
+                 seed: int | None, *, backprop: str, num_memory: int) -> Tensor:
+  """Z_T [B, M + S, d] of the recurrence over `segments` [T, B, S] from `mem0` [B, M, d].
+
+  `params` are the tensors `step` reads (needed by AMRB to return their gradients).
+  """
+  if segments.shape[0] != len(rf):
+    raise ValueError(f"{segments.shape[0]} segments but {len(rf)} retention factors")
+  if backprop in ("bptt", "remat"):
+    return _loop(step, mem0, segments, rf, rs, seed, num_memory, remat=backprop == "remat")[0]
+  if backprop == "amrb":
+    rs_list = list(rs or ())
+    if not torch.is_grad_enabled():  # inference: no replay buffer needed
+      return _loop(step, mem0, segments, rf, rs, seed, num_memory)[0]
+    return AMRBFunction.apply(step, segments, rf, seed, num_memory, len(rs_list), mem0,
+                              *rs_list, *params)
+  raise ValueError(f"unknown backprop mode {backprop!r}; use one of {BACKPROP_MODES}")
