@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from rmaat_jax.memory_check import step_bytes
 from rmaat_jax.models import build_model
 
 
@@ -56,8 +57,7 @@ def gradient_step_profile(model_config: Mapping[str, Any], batch_size: int, *,
       "temp": float(stats.temp_size_in_bytes),
       "arguments": float(stats.argument_size_in_bytes),
       "outputs": float(stats.output_size_in_bytes),
-      "total": float(stats.argument_size_in_bytes + stats.output_size_in_bytes
-                     + stats.temp_size_in_bytes - stats.alias_size_in_bytes),
+      "total": float(step_bytes(compiled)),
   }
   if time_runs:
     real_params = jax.jit(lambda k: model.init({"params": k}, tokens))(jax.random.key(0))

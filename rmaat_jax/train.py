@@ -284,7 +284,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           raise Preempted(step)
     ckpt.latest.wait_until_finished()
 
-    results = test_best(config, model, datasets, eval_step, rstate, ckpt)
+    results = test_best(config, model, datasets, eval_step, host_state(rstate), ckpt)
   finally:
     ckpt.close()  # also on errors: a save in flight completes
   results.update(steps=step, train_loss=meta["last_window_loss"],
@@ -316,9 +316,11 @@ def compile_train_step(train_step, rstate, rbase_key, config: ml_collections.Con
   return compiled if jax.process_count() == 1 else train_step
 
 
-def test_best(config, model, datasets, eval_step, rstate, ckpt: Checkpoints) -> dict[str, Any]:
-  """Restores the best-validation checkpoint and evaluates it on the test split."""
-  best_step, state, best_meta = ckpt.restore_best(host_state(rstate))
+def test_best(config, model, datasets, eval_step, template: train_state.TrainState,
+              ckpt: Checkpoints) -> dict[str, Any]:
+  """Restores the best-validation checkpoint (into a host-memory `template` state) and
+  evaluates it on the test split."""
+  best_step, state, best_meta = ckpt.restore_best(template)
   params = flax.jax_utils.replicate(state.params)
   process_batch = config.train.batch_size // jax.process_count()
   test = evaluate(eval_step, params, datasets.test, process_batch, 0,
@@ -376,7 +378,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[st
   try:
     results = test_best(config, setup.model, setup.datasets,
                         make_eval_step(setup.model, setup.compute_dtype),
-                        flax.jax_utils.replicate(setup.state), ckpt)
+                        jax.device_get(setup.state), ckpt)
   finally:
     ckpt.close()
   if jax.process_index() == 0:

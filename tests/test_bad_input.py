@@ -1,23 +1,18 @@
 """Bad input a user can give, other than config values: token ids, shapes, data files."""
 
-import os
-import pathlib
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from data_fixtures import max_min_rows, write_listops
 from test_data_pipeline import make_config
+from trainer_fixtures import error_lines, listops_flags, run_main
 
 from rmaat_jax.data import pathfinder
 from rmaat_jax.data.pipeline import ToModelInputs, get_datasets
 from rmaat_jax.errors import DataFormatError
 from rmaat_jax.models import build_model
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = dict(vocab_size=11, num_classes=3, seq_len=8, num_segments=2, emb_dim=8, num_heads=2,
             num_layers=1, mlp_dim=8, dropout_rate=0.0, backprop="bptt")
 
@@ -85,27 +80,24 @@ def test_tsv_with_a_missing_column_exits_2_naming_file_and_line(tmp_path):
   lines = broken.read_text().splitlines()
   lines[5] = lines[5].split("\t")[0]  # the Target column is gone
   broken.write_text("\n".join(lines) + "\n")
-  command = [sys.executable, "-m", "rmaat_jax.main", "--config", "configs/lra_listops.py",
-             f"--workdir={tmp_path / 'work'}", "--config.data.generate=False",
-             f"--config.data.manual_dir={lra}", f"--config.data.data_dir={tmp_path / 'tfds'}",
-             "--config.model.seq_len=64", "--config.model.num_segments=2"]
-  result = subprocess.run(command, cwd=ROOT, env=dict(os.environ), capture_output=True,
-                          text=True, timeout=300)
-  assert result.returncode == 2, result.stderr
-  errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-  assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+  code, stderr = run_main(tmp_path / "work", "--config.data.generate=False",
+                          f"--config.data.manual_dir={lra}",
+                          f"--config.data.data_dir={tmp_path / 'tfds'}",
+                          "--config.model.seq_len=64", "--config.model.num_segments=2")
+  assert code == 2, stderr
+  errors = error_lines(stderr)
+  assert len(errors) == 1 and "Traceback" not in stderr, stderr
   assert f"{broken}:6: expected 2 tab-separated columns" in errors[0]
 
 
 def test_a_step_that_cannot_fit_stops_at_once_suggesting_amrb(tmp_path):
   """BPTT over 64 segments on a device that has 0.05 GiB (train.memory_limit_gib)."""
-  from trainer_fixtures import listops_flags, run_main
   flags = listops_flags(tmp_path / "tfds", **{
       "model.seq_len": 4096, "model.num_segments": 64, "model.backprop": "bptt",
       "train.batch_size": 16, "train.memory_limit_gib": 0.05})
   code, stderr = run_main(tmp_path / "work", *flags)
   assert code == 2, stderr[-3000:]
-  errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+  errors = error_lines(stderr)
   assert len(errors) == 1 and "Traceback" not in stderr, stderr[-3000:]
   assert "out of memory: one training step needs" in errors[0]
   assert "--config.model.backprop=amrb" in errors[0]

@@ -7,9 +7,6 @@ command line that is one `error:` line and exit status 2.
 
 import math
 import os
-import pathlib
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -17,13 +14,13 @@ import ml_collections
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from trainer_fixtures import error_lines, run_main
 
 from rmaat_jax.config_checks import validate_config
 from rmaat_jax.data.pipeline import TASKS
 from rmaat_jax.errors import ConfigError
 from rmaat_jax.models import build_model
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 CHOICES = {"attention": ("astro", "softmax", "linear"), "position": ("projected", "distance"),
            "retention": ("paper", "streaming", "none"), "backprop": ("bptt", "remat", "amrb"),
            "pool": ("memory", "mean")}
@@ -239,13 +236,10 @@ CLI_MISTAKES = st.sampled_from([
 def test_invalid_overrides_exit_2_with_one_error_line(tmp_path_factory, mistake):
   field, value = mistake
   workdir = tmp_path_factory.mktemp("work")
-  command = [sys.executable, "-m", "rmaat_jax.main", "--config", "configs/lra_listops.py",
-             f"--workdir={workdir}", f"--config.{field}={value}",
-             f"--config.data.data_dir={workdir}"]
-  result = subprocess.run(command, cwd=ROOT, env=dict(os.environ), capture_output=True,
-                          text=True, timeout=300)
-  assert result.returncode == 2, result.stderr
-  lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-  assert len(lines) == 1 and field in lines[0], result.stderr
-  assert "Traceback" not in result.stderr
+  code, stderr = run_main(workdir, f"--config.{field}={value}",
+                          f"--config.data.data_dir={workdir}")
+  assert code == 2, stderr
+  lines = error_lines(stderr)
+  assert len(lines) == 1 and field in lines[0], stderr
+  assert "Traceback" not in stderr
   assert not list(workdir.iterdir()), "a rejected config must not leave files behind"

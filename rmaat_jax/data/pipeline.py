@@ -108,10 +108,11 @@ class ToModelInputs(grain.MapTransform):
                       for k in ("inputs_a", "inputs_b")])
     else:
       raise ValueError(f"unknown record kind {self.kind!r}")
-    if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+    low, high = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
+    if low < 0 or high >= self.vocab_size:
       # A corrupt prepared copy would otherwise reach the embedding lookup, which under jit
       # reads out of range silently (NaN); the model checks again when called eagerly.
-      bad = int(ids.max() if ids.max() >= self.vocab_size else ids.min())
+      bad = high if high >= self.vocab_size else low
       raise DataFormatError(
           f"{self.name}: an example holds token id {bad}, outside the task's vocabulary "
           f"[0, {self.vocab_size}); the prepared copy is corrupt or was built by other "
