@@ -79,7 +79,7 @@ def test_simulation_is_cached_and_read_only() -> None:
     first[1][0, 0] = 1.0
 
 
-# --- paper mode ---------------------------------------------------------------------------
+# --- paper mode: segment t is cycle t --------------------------------------------------
 
 @pytest.mark.parametrize("num_segments", PAPER_TS)
 def test_paper_factors_properties(num_segments: int) -> None:
@@ -98,25 +98,55 @@ def test_paper_is_the_default_mode() -> None:
   np.testing.assert_array_equal(retention_factors(8), retention_factors(8, "paper"))
 
 
-def test_first_last_and_max_factor_decrease_with_num_segments() -> None:
-  ts = range(1, 65)
-  first = np.array([retention_factors(t)[0] for t in ts])
-  last = np.array([retention_factors(t)[-1] for t in ts])
-  largest = np.array([retention_factors(t).max() for t in ts])
-  assert np.all(np.diff(first) < 0)
-  assert np.all(np.diff(last) < 0)
-  np.testing.assert_array_equal(largest, first)
+def test_paper_curve_moves_down_as_num_segments_grows() -> None:
+  # The paper: RF(t, T + 1) < RF(t, T) for every t <= T.
+  for num_segments in range(1, 65):
+    shorter = retention_factors(num_segments)
+    longer = retention_factors(num_segments + 1)
+    assert np.all(longer[:num_segments] < shorter), num_segments
 
 
-def test_fixed_t_is_not_monotone_in_num_segments() -> None:
-  # METHOD.md says "for fixed t, RF(t, T) decreases as T grows". That fails for t >= 2 with
-  # any curve like 1 - exp(-tau / TAU_L): RF(2, 2) = (p(6) - p(3)) / p(6) ~ 0.18 while
-  # RF(2, 3) = (p(4) - p(2)) / p(6) ~ 0.245. Hence only t = 1, t = T and the max are tested.
-  rf_2_2, rf_2_3 = retention_factors(2)[1], retention_factors(3)[1]
+def test_paper_matches_the_geometric_closed_form() -> None:
+  # Cycle boundaries of the simulated curve follow 1 - A^n exactly (periodic fast
+  # variables), so RF(t, T) = r^(t-1) (1 - r) / (1 - r^T) with r = exp(-1 / TAU_L).
+  r = np.exp(-1.0 / TAU_L)
+  for num_segments in (1, 2, 3, 6, 7, 16, 64, 300):
+    t = np.arange(1, num_segments + 1)
+    expected = r ** (t - 1) * (1 - r) / (1 - r ** num_segments)
+    # rtol: increments ~1e-9 (cycle ~40) carry float64 differencing error ~1e-6.
+    np.testing.assert_allclose(retention_factors(num_segments), expected, rtol=2e-6)
+
+
+def test_paper_factors_come_from_a_simulation_of_t_cycles() -> None:
+  # The first T increments of a direct T-cycle simulation, normalised (no shortcut).
+  for num_segments in (3, 9):
+    _, curve = long_term_curve(num_segments)
+    deltas = np.diff(curve[::STEPS_PER_CYCLE])
+    np.testing.assert_allclose(retention_factors(num_segments), deltas / deltas.sum(),
+                               rtol=1e-12)
+
+
+# --- stretched mode: T segments spread over the 6-cycle horizon ---------------------------
+
+@pytest.mark.parametrize("num_segments", PAPER_TS)
+def test_stretched_factors_properties(num_segments: int) -> None:
+  rf = retention_factors(num_segments, "stretched")
+  assert abs(rf.sum() - 1.0) <= 1e-12
+  assert np.all(rf > 0) and np.all(np.diff(rf) < 0)
+
+
+def test_stretched_is_not_monotone_in_num_segments() -> None:
+  # Why "paper" is not this reading: with the horizon shared, RF(2, 2) = (p(6) - p(3)) /
+  # p(6) ~ 0.18 < RF(2, 3) = (p(4) - p(2)) / p(6) ~ 0.245. First and last still fall.
+  rf_2_2, rf_2_3 = (retention_factors(t, "stretched")[1] for t in (2, 3))
   assert rf_2_3 > rf_2_2
   p = _closed_form
   assert rf_2_2 == pytest.approx((p(6) - p(3)) / p(6), abs=1e-4)
   assert rf_2_3 == pytest.approx((p(4) - p(2)) / p(6), abs=1e-4)
+  ts = range(1, 65)
+  first = np.array([retention_factors(t, "stretched")[0] for t in ts])
+  last = np.array([retention_factors(t, "stretched")[-1] for t in ts])
+  assert np.all(np.diff(first) < 0) and np.all(np.diff(last) < 0)
 
 
 # --- streaming mode -----------------------------------------------------------------------
@@ -154,11 +184,12 @@ def test_streaming_extension_matches_longer_simulation() -> None:
                              rtol=0, atol=1e-12)
 
 
-def test_streaming_within_horizon_is_paper_times_level() -> None:
-  # One segment per cycle over the horizon: unnormalised paper factors for T = 6.
-  level = ltp_curve(float(HORIZON_CYCLES))
-  np.testing.assert_allclose(retention_factors(HORIZON_CYCLES, "streaming"),
-                             retention_factors(HORIZON_CYCLES) * level, rtol=1e-12)
+@pytest.mark.parametrize("num_segments", [2, HORIZON_CYCLES, 16])
+def test_streaming_is_paper_unnormalised(num_segments: int) -> None:
+  # Both map segment t to cycle t; paper divides by the sum, p_l(T).
+  level = ltp_curve(float(num_segments))
+  np.testing.assert_allclose(retention_factors(num_segments, "streaming"),
+                             retention_factors(num_segments) * level, rtol=1e-9)
 
 
 # --- mode none and argument checks --------------------------------------------------------
@@ -177,7 +208,7 @@ def test_unknown_mode_raises(mode: str) -> None:
 
 
 @pytest.mark.parametrize("num_segments", [0, -3])
-@pytest.mark.parametrize("mode", ["paper", "streaming", "none"])
+@pytest.mark.parametrize("mode", ["paper", "stretched", "streaming", "none"])
 def test_bad_num_segments_raises(num_segments: int, mode: str) -> None:
   with pytest.raises(ValueError, match=rf"num_segments.*>= 1.*got {num_segments}"):
     retention_factors(num_segments, mode)

@@ -1,40 +1,33 @@
-"""Memory retention factor RF(t, T) from a neuron-astrocyte macro model (METHOD.md section 4).
+"""Memory retention factor RF(t, T) from a neuron-astrocyte macro model (docs/method.md).
 
-One segment is one short-term-plasticity cycle. A small macro model (synapse s, astrocytic
-short-term process p_s, long-term process p_l) is simulated once, in plain Python floats
-(cached; never inside a training step), to get the saturating long-term curve p_l(tau),
-normalised so that its capacity is 1:
+One segment is one short-term-plasticity (STP) cycle. A small macro model (synapse s,
+astrocytic short-term process p_s, long-term process p_l) is simulated in plain Python floats
+(cached; never inside a training step) to get the saturating long-term curve p_l(tau),
+tau in cycles, normalised so that its capacity is 1:
 
   tau_s  ds/dt   = -beta s + theta(x_pre) theta(x_post) + psi(p_s)
   tau_ps dp_s/dt = -gamma_s p_s + kappa(s)
   tau_pl dp_l/dt = -gamma_l p_l + kappa(s)
 
-Decisions:
-- Time unit = one cycle; classical RK4 with a fixed step of 1/STEPS_PER_CYCLE. 1920 =
-  2^7 * 3 * 5 steps put tau = t * 6 / T exactly on the grid whenever T divides 11520 (e.g.
-  1-6, 8, 9, 10, 12, 16, 32, ..., 256; not 7), so common T need no interpolation at all.
-- Drive: one smooth burst per cycle, x(t) = exp(8 (cos(2 pi t) - 1)), peak 1 at each cycle
-  start; x_post = x_pre (Hebbian coincidence).
-- The fast variables (s, p_s) start on their periodic orbit: p_l does not feed back into
-  them, so they are first run alone for WARMUP_CYCLES from zero, ending at phase 0. A start
-  from rest would add a rise time that makes the first window smaller than the second at
-  fine segmentations, breaking "RF strictly decreasing". p_l starts at 0.
-- The astrocyte's short-term process keeps the synapse potentiated between bursts (psi
-  feedback), so kappa(s) stays in its saturated range and p_l grows smoothly.
-- Capacity = the limit of p_l sampled at cycle boundaries. p_l enters linearly, so with
-  periodic fast variables one RK4 cycle maps p_l(n) -> A p_l(n) + p_l(1), A = a^STEPS
-  (a = the RK4 amplification factor of the decay term). The limit is p_l(1) / (1 - A),
-  exact for the discrete scheme, and normalised p_l(n) = 1 - A^n at every boundary, with
-  A = exp(-1 / TAU_L) up to RK4 error (~1e-15): p_l(HORIZON_CYCLES) = 0.95.
-- p_l at fractional tau: np.interp on the fine grid (error <= ~2e-8 between grid points).
-- Streaming needs p_l at boundaries past the simulated horizon; there the same exact
-  recurrence gives Delta(t + 1) = A Delta(t), so no long simulation is needed (a test checks
-  this against a direct longer simulation).
+Modes (each a mapping of the T segments onto the curve):
+- "paper": segment t is cycle t. Delta_t = p_l(t) - p_l(t - 1), simulated over T cycles,
+  and RF(t, T) = Delta_t / sum_i Delta_i. Falls with t, and the whole curve moves down as
+  T grows (the sum gains a positive term).
+- "stretched": an alternative reading, the T segments spread evenly over the 6-cycle
+  horizon: Delta_t = p_l(6 t / T) - p_l(6 (t - 1) / T), normalised the same way.
+- "streaming": segment t is cycle t, unnormalised: RF(t) = Delta_t. Needs no T in advance
+  and sums to at most the capacity 1.
+- "none": all ones.
 
-RF(t, T) = Delta_t / sum_i Delta_i with Delta_t = p_l(t * 6 / T) - p_l((t - 1) * 6 / T).
-Note: METHOD.md also claims "for fixed t, RF(t, T) decreases as T grows". That is false for
-t >= 2 for any curve of this shape (e.g. RF(2, 2) ~ 0.18 < RF(2, 3) ~ 0.245 for
-1 - exp(-tau / 2)). What holds and is tested: RF(1, T) and RF(T, T) decrease with T.
+Numerical choices (why each constant is what it is: docs/method.md):
+- RK4 in cycle units, 1920 = 2^7 * 3 * 5 steps per cycle, so the stretched mapping's taus
+  6 t / T sit on the grid whenever T divides 11520 (no interpolation for common T).
+- One smooth burst per cycle drives the synapse; the fast variables (s, p_s) start on their
+  periodic orbit (a start from rest adds a rise time that would make RF(1) < RF(2)).
+- Capacity = the limit of p_l at cycle boundaries: with periodic fast variables one cycle
+  maps p_l(n) -> A p_l(n) + p_l(1), so the limit is p_l(1) / (1 - A), A = exp(-1 / TAU_L)
+  up to RK4 error. Increments too small for float64 differences of p_l (below 1e-9, from
+  cycle ~40) continue by that factor A (cycle_increments).
 """
 
 from __future__ import annotations
@@ -47,7 +40,9 @@ import numpy as np
 HORIZON_CYCLES = 6  # p_l reaches 95% of capacity after this many cycles
 STEPS_PER_CYCLE = 1920  # RK4 steps per cycle; see the module docstring for the choice
 WARMUP_CYCLES = 16  # slowest fast decay ~exp(-5 n) (tau_ps = 0.2): converged to roundoff
-MODES = ("paper", "streaming", "none")
+MODES = ("paper", "stretched", "streaming", "none")
+MAX_SIMULATED = 64  # cycles; past ~40 the increments are below float64's resolution
+RESOLVED_INCREMENT = 1e-9
 DRIVES = ("pulse", "constant")
 
 # Synapse: tau_s is short (0.05 cycle) so s follows each burst; beta = 1 sets its scale.
@@ -176,28 +171,49 @@ def ltp_curve(taus: np.ndarray | float, drive: str = "pulse") -> np.ndarray:
   return np.interp(taus, times, curve)
 
 
+def cycle_increments(num_cycles: int, drive: str = "pulse") -> np.ndarray:
+  """Delta_t = p_l(t) - p_l(t - 1) for cycles t = 1..num_cycles, from the simulation.
+
+  Increments below RESOLVED_INCREMENT (cycle ~40 on) are differences of values within 1e-9
+  of the capacity, which float64 no longer resolves (relative error > 1e-6, then noise and
+  zeros); from there each cycle's increment is the previous one times the simulated
+  cycle's decay A, the exact map of the integrator for a linear p_l.
+  """
+  # Nearby T share one cached simulation (rounded up to a power of two); the curve on
+  # [0, n] does not depend on how far the simulation runs past n.
+  simulated = min(max(HORIZON_CYCLES, 1 << (num_cycles - 1).bit_length()), MAX_SIMULATED)
+  _, curve = long_term_curve(simulated, drive)
+  deltas = np.diff(curve[::STEPS_PER_CYCLE])[:num_cycles]
+  unresolved = np.flatnonzero(deltas < RESOLVED_INCREMENT)
+  resolved = int(unresolved[0]) if unresolved.size else len(deltas)
+  if resolved == num_cycles:
+    return deltas
+  powers = cycle_decay() ** np.arange(1, num_cycles - resolved + 1)
+  return np.concatenate([deltas[:resolved], deltas[resolved - 1] * powers])
+
+
 def _paper_factors(num_segments: int) -> np.ndarray:
+  deltas = cycle_increments(num_segments)
+  return deltas / deltas.sum()
+
+
+def _stretched_factors(num_segments: int) -> np.ndarray:
   taus = np.arange(num_segments + 1) * (HORIZON_CYCLES / num_segments)
   deltas = np.diff(ltp_curve(taus))
   return deltas / deltas.sum()
 
 
 def _streaming_factors(num_segments: int) -> np.ndarray:
-  simulated = min(num_segments, HORIZON_CYCLES)
-  deltas = np.diff(ltp_curve(np.arange(simulated + 1, dtype=np.float64)))
-  if num_segments > simulated:
-    # Past the simulated horizon the exact boundary recurrence continues the sequence.
-    powers = cycle_decay() ** np.arange(1, num_segments - simulated + 1)
-    deltas = np.concatenate([deltas, deltas[-1] * powers])
-  return deltas
+  return cycle_increments(num_segments)
 
 
 def retention_factors(num_segments: int, mode: str = "paper") -> np.ndarray:
   """Retention factor RF(t) for segments t = 1..num_segments: float64 array [T].
 
-  mode="paper": the T segments share the 6-cycle horizon, normalised to sum to 1.
-  mode="streaming": one segment per cycle, RF(t) = p_l(t) - p_l(t - 1); independent of T
-  (a prefix of any longer run) and sums to at most 1.
+  mode="paper": segment t = cycle t, RF(t, T) = Delta_t / sum_i Delta_i (sums to 1).
+  mode="stretched": the T segments share the 6-cycle horizon, normalised to sum to 1.
+  mode="streaming": segment t = cycle t, RF(t) = Delta_t; independent of T (a prefix of
+  any longer run) and sums to at most 1.
   mode="none": all ones (no retention scaling).
   """
   if mode not in MODES:
@@ -208,6 +224,6 @@ def retention_factors(num_segments: int, mode: str = "paper") -> np.ndarray:
   num_segments = int(num_segments)
   if mode == "none":
     return np.ones(num_segments, dtype=np.float64)
-  if mode == "paper":
-    return _paper_factors(num_segments)
-  return _streaming_factors(num_segments)
+  factors = {"paper": _paper_factors, "stretched": _stretched_factors,
+             "streaming": _streaming_factors}
+  return factors[mode](num_segments)
