@@ -26,11 +26,15 @@ def get_config() -> ml_collections.ConfigDict:
   model.position_scale = 2.0
   model.alpha = 0.25
   model.hebbian_sigmoid = False
-  model.retention = "paper"  # "paper" | "streaming" | "none"
+  # "paper" (segment t = STP cycle t) | "stretched" (T segments over 6 cycles) |
+  # "streaming" (unnormalised, T not needed in advance) | "none"
+  model.retention = "paper"
   model.backprop = "amrb"  # "amrb" | "remat" | "bptt"
   model.pool = "memory"  # "memory" | "mean"
   model.dual_encoder = False
   model.pad_id = 0  # -1: no padding id (every id is a real token)
+  # A segment of padding only leaves the memory unchanged (no encoder, no RF), per example.
+  model.skip_empty_segments = False
 
   config.train = train = ml_collections.ConfigDict()
   train.num_steps = 10_000

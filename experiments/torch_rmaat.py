@@ -5,7 +5,7 @@
     loss = model.loss_and_backward(tokens, labels)         # grads in p.grad
     grads = torch_grads_as_jax_tree(model)                 # nested dict like jax params
 
-Same model as rmaat_jax/models (METHOD.md): embed + learned segment positions, memory
+Same model as rmaat_jax/models (docs/method.md): embed + learned segment positions, memory
 tokens prepended, post-LN encoder blocks with astro / softmax / linear attention, the
 astrocytic positional matrix R (projected or distance), retention factors RF(t, T) from
 rmaat_jax.models.retention (numpy constants), memory or mean pooling, pool LayerNorm, head
@@ -94,6 +94,17 @@ def pool(z: Tensor, cfg: ModelConfig, last_tokens: Tensor) -> Tensor:
   return (z * weights).sum(dim=1) / weights.sum(dim=1)
 
 
+def _last_real_tokens(segments: Tensor, skip_pad_id: int | None) -> Tensor:
+  """Tokens of the segment whose Z is the output: the last one, or with skipping the last
+  holding a real token (the first if none does)."""
+  if skip_pad_id is None:
+    return segments[-1]
+  real = (segments != skip_pad_id).any(dim=2)  # [T, B]
+  real[0] = True
+  last = segments.shape[0] - 1 - real.flip(0).to(torch.int64).argmax(dim=0)
+  return segments[last, torch.arange(segments.shape[1], device=segments.device)]
+
+
 class RMAATTorch(nn.Module):
   """The recurrent memory classifier; parameter paths equal the Flax params tree."""
 
@@ -138,10 +149,11 @@ class RMAATTorch(nn.Module):
     seed = None
     if self.training and cfg.dropout_rate > 0:  # one seed per step, folded per segment
       seed = int(torch.randint(0, 2 ** 62, (1,)).item())
+    skip_pad_id = cfg.pad_id if cfg.skip_empty_segments and cfg.pad_id >= 0 else None
     z_last = run_segments(self.segment_encoder, list(self.segment_encoder.parameters()),
                           mem0, segments, self.rf, rs, seed, backprop=cfg.backprop,
-                          num_memory=cfg.num_memory_tokens)
-    pooled = self.pool_norm(pool(z_last, cfg, segments[-1]))
+                          num_memory=cfg.num_memory_tokens, skip_pad_id=skip_pad_id)
+    pooled = self.pool_norm(pool(z_last, cfg, _last_real_tokens(segments, skip_pad_id)))
     if cfg.dual_encoder:
       u, v = pooled[0::2], pooled[1::2]
       pooled = torch.cat([u, v, u * v, u - v], dim=-1)

@@ -24,7 +24,7 @@ from rmaat_jax.models.position import distance_kernel
 
 
 def phi(x: Tensor) -> Tensor:
-  """elu(x) + 1, strictly positive (METHOD.md section 2)."""
+  """elu(x) + 1, strictly positive (docs/method.md section 2)."""
   return F.elu(x) + 1.0
 
 

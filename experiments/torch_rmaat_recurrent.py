@@ -15,6 +15,9 @@
   dL/dmem_t to segment t - 1. Because it is a Function, `loss.backward()` on the model's
   logits runs it: the same training loop serves every mode.
 
+With `skip_pad_id`, a segment t >= 2 made only of that id is skipped per example (the memory
+passes unchanged, no RF; the output stays the last real segment's Z), as in JAX.
+
 Every mode calls the same `segment_step(mem, tokens, rs, generator)`; dropout draws from a
 generator seeded by (step seed, segment index), so AMRB's replay sees the forward's masks.
 """
@@ -48,21 +51,32 @@ def _as_rs(rs: Sequence[Tensor]) -> tuple[Tensor, ...] | None:
   return tuple(rs) if rs else None
 
 
+def _skipped(tokens: Tensor, t: int, skip_pad_id: int | None) -> Tensor | None:
+  """[B, 1, 1] True where segment t (not the first) is all padding; None: no skipping."""
+  if skip_pad_id is None or t == 0:
+    return None
+  return (tokens == skip_pad_id).all(dim=1)[:, None, None]
+
+
 def _loop(step: SegmentStep, mem0: Tensor, segments: Tensor, rf: np.ndarray,
           rs: tuple[Tensor, ...] | None, seed: int | None, num_memory: int,
-          remat: bool = False) -> tuple[Tensor, list[Tensor]]:
+          remat: bool = False, skip_pad_id: int | None = None
+          ) -> tuple[Tensor, list[Tensor]]:
   """Runs all T segments; returns Z_T and the memories entering each segment."""
   mem, memories, z = mem0, [], None
   for t in range(segments.shape[0]):
     memories.append(mem)
     generator = segment_generator(seed, t, mem0.device)
     if remat:
-      z = checkpoint(step, mem, segments[t], rs, generator, use_reentrant=False)
+      z_t = checkpoint(step, mem, segments[t], rs, generator, use_reentrant=False)
     else:
-      z = step(mem, segments[t], rs, generator)
+      z_t = step(mem, segments[t], rs, generator)
+    skipped = _skipped(segments[t], t, skip_pad_id)
     # rf[T-1] scales a memory no segment reads (as in the JAX loop); it is not computed.
     if t + 1 < segments.shape[0]:
-      mem = float(rf[t]) * z[:, :num_memory]
+      mem_next = float(rf[t]) * z_t[:, :num_memory]
+      mem = mem_next if skipped is None else torch.where(skipped, mem, mem_next)
+    z = z_t if skipped is None else torch.where(skipped, z, z_t)
   return z, memories
 
 
@@ -76,13 +90,16 @@ class AMRBFunction(torch.autograd.Function):
 
   @staticmethod
   def forward(ctx, step: SegmentStep, segments: Tensor, rf: np.ndarray, seed: int | None,
-              num_memory: int, num_rs: int, mem0: Tensor, *tensors: Tensor) -> Tensor:
+              num_memory: int, skip_pad_id: int | None, num_rs: int, mem0: Tensor,
+              *tensors: Tensor) -> Tensor:
     rs = _as_rs(tensors[:num_rs])
     # Function.forward already runs without grad; nothing inside is recorded.
-    z_last, memories = _loop(step, mem0, segments, rf, rs, seed, num_memory)
+    z_last, memories = _loop(step, mem0, segments, rf, rs, seed, num_memory,
+                             skip_pad_id=skip_pad_id)
     # The replay buffer [T, B, M, d] is all that is kept, plus the integer tokens.
     ctx.save_for_backward(torch.stack(memories), segments, *tensors[:num_rs])
     ctx.step, ctx.rf, ctx.seed, ctx.num_memory = step, rf, seed, num_memory
+    ctx.skip_pad_id = skip_pad_id
     ctx.params = tensors[num_rs:]  # leaf parameters: referenced, not copies
     return z_last
 
@@ -99,31 +116,39 @@ class AMRBFunction(torch.autograd.Function):
       wrt_params = [p for p in params if p.requires_grad]
       grads_rs = [torch.zeros_like(r) for r in wrt_rs]
       grads_params = [torch.zeros_like(p) for p in wrt_params]
-      dmem = None
+      # dL/dZ_T carried back to the segment that produced the output, and dL/dmem_{t+1}.
+      dz, dmem = dz_last, torch.zeros_like(memories[0])
       for t in range(last, -1, -1):
         mem_t = memories[t].detach().requires_grad_(True)
         generator = segment_generator(ctx.seed, t, memories.device)
         z = ctx.step(mem_t, segments[t], _as_rs(rs), generator)
-        if t == last:
-          out, seed = z, dz_last
-        else:  # mem_{t+1} = RF(t, T) * Z_t[:, :M]
-          out, seed = float(ctx.rf[t]) * z[:, :ctx.num_memory], dmem
-        grads = torch.autograd.grad(out, [mem_t, *wrt_rs, *wrt_params], seed,
+        # mem_{t+1} = RF(t, T) * Z_t[:, :M]: dZ_t = dz + RF(t, T) dL/dmem_{t+1} on memory rows.
+        seed = dz.clone()
+        seed[:, :ctx.num_memory] += float(ctx.rf[t]) * dmem
+        skipped = _skipped(segments[t], t, ctx.skip_pad_id)
+        if skipped is not None:
+          seed = torch.where(skipped, torch.zeros_like(seed), seed)
+        grads = torch.autograd.grad(z, [mem_t, *wrt_rs, *wrt_params], seed,
                                     allow_unused=True)
-        dmem = grads[0]
+        if skipped is None:
+          dmem, dz = grads[0], torch.zeros_like(dz)
+        else:  # a skipped segment passes both cotangents through
+          dmem = torch.where(skipped, dmem, grads[0])
+          dz = torch.where(skipped, dz, torch.zeros_like(dz))
         for acc, g in zip(grads_rs + grads_params, grads[1:], strict=True):
           if g is not None:
             acc.add_(g)
-        del z, out, grads  # free segment t's graph before replaying t - 1
+        del z, seed, grads  # free segment t's graph before replaying t - 1
     it_rs, it_params = iter(grads_rs), iter(grads_params)
     d_rs = [next(it_rs) if r.requires_grad else None for r in rs]
     d_params = [next(it_params) if p.requires_grad else None for p in params]
-    return (None, None, None, None, None, None, dmem, *d_rs, *d_params)
+    return (None, None, None, None, None, None, None, dmem, *d_rs, *d_params)
 
 
 def run_segments(step: SegmentStep, params: Sequence[Tensor], mem0: Tensor,
                  segments: Tensor, rf: np.ndarray, rs: tuple[Tensor, ...] | None,
-                 seed: int | None, *, backprop: str, num_memory: int) -> Tensor:
+                 seed: int | None, *, backprop: str, num_memory: int,
+                 skip_pad_id: int | None = None) -> Tensor:
   """Z_T [B, M + S, d] of the recurrence over `segments` [T, B, S] from `mem0` [B, M, d].
 
   `params` are the tensors `step` reads (needed by AMRB to return their gradients).
@@ -131,11 +156,12 @@ def run_segments(step: SegmentStep, params: Sequence[Tensor], mem0: Tensor,
   if segments.shape[0] != len(rf):
     raise ValueError(f"{segments.shape[0]} segments but {len(rf)} retention factors")
   if backprop in ("bptt", "remat"):
-    return _loop(step, mem0, segments, rf, rs, seed, num_memory, remat=backprop == "remat")[0]
+    return _loop(step, mem0, segments, rf, rs, seed, num_memory, remat=backprop == "remat",
+                 skip_pad_id=skip_pad_id)[0]
   if backprop == "amrb":
     rs_list = list(rs or ())
     if not torch.is_grad_enabled():  # inference: no replay buffer needed
-      return _loop(step, mem0, segments, rf, rs, seed, num_memory)[0]
-    return AMRBFunction.apply(step, segments, rf, seed, num_memory, len(rs_list), mem0,
-                              *rs_list, *params)
+      return _loop(step, mem0, segments, rf, rs, seed, num_memory, skip_pad_id=skip_pad_id)[0]
+    return AMRBFunction.apply(step, segments, rf, seed, num_memory, skip_pad_id,
+                              len(rs_list), mem0, *rs_list, *params)
   raise ValueError(f"unknown backprop mode {backprop!r}; use one of {BACKPROP_MODES}")

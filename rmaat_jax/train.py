@@ -57,31 +57,40 @@ class EvalMetrics(metrics.Collection):
   accuracy: metrics.Accuracy
 
 
+# Parameters that weight decay shrinks: weight matrices and embeddings. Not biases, LayerNorm
+# scales, the learned initial memory or the positional projections E (decaying E drives R
+# toward 0 and erodes the astrocytic positional term).
+_DECAYED_LEAVES = ("kernel", "embedding", "position_embedding")
+
+
+def weight_decay_mask(params: Any) -> Any:
+  """True for the leaves AdamW's weight decay applies to (see _DECAYED_LEAVES)."""
+  def decayed(path, _):
+    return getattr(path[-1], "key", None) in _DECAYED_LEAVES
+  return jax.tree_util.tree_map_with_path(decayed, params)
+
+
 def create_optimizer(train: ml_collections.ConfigDict):
   schedule = optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=train.learning_rate, warmup_steps=train.warmup_steps,
       # decay_steps counts the warmup too; keep one cosine step when warmup fills the run.
       decay_steps=max(train.num_steps, train.warmup_steps + 1), end_value=0.0)
-  transforms = [optax.adamw(schedule, weight_decay=train.weight_decay)]
+  transforms = [optax.adamw(schedule, weight_decay=train.weight_decay,
+                            mask=weight_decay_mask)]
   if train.grad_clip > 0:
     transforms.insert(0, optax.clip_by_global_norm(train.grad_clip))
   return optax.chain(*transforms), schedule
 
 
-def _cast(tree, dtype):
-  return jax.tree_util.tree_map(
-      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
-
-
-def make_train_step(model, schedule, compute_dtype):
+def make_train_step(model, schedule):
   def train_step(state, batch, base_key):
     # One key per (step, device): a pure function of the state, so resuming replays it.
     key = jax.random.fold_in(jax.random.fold_in(base_key, state.step),
                              lax.axis_index("batch"))
 
     def loss_fn(params):
-      logits = model.apply({"params": _cast(params, compute_dtype)}, batch["inputs"],
-                           train=True, rngs={"dropout": key}).astype(jnp.float32)
+      logits = model.apply({"params": params}, batch["inputs"], train=True,
+                           rngs={"dropout": key})
       loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
       return loss.mean(), (loss, logits)
 
@@ -95,10 +104,9 @@ def make_train_step(model, schedule, compute_dtype):
   return jax.pmap(train_step, axis_name="batch", donate_argnums=(0,))
 
 
-def make_eval_step(model, compute_dtype):
+def make_eval_step(model):
   def eval_step(params, batch):
-    logits = model.apply({"params": _cast(params, compute_dtype)}, batch["inputs"],
-                         train=False).astype(jnp.float32)
+    logits = model.apply({"params": params}, batch["inputs"], train=False)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
     return EvalMetrics.gather_from_model_output(
         loss=loss, logits=logits, labels=batch["targets"], mask=batch["weights"] > 0)
@@ -197,8 +205,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   is_chief = jax.process_index() == 0
   logging.info("Data: %s; examples %s.", datasets.info.source, datasets.info.num_examples)
   process_batch = train_cfg.batch_size // jax.process_count()
-  train_step = make_train_step(model, schedule, setup.compute_dtype)
-  eval_step = make_eval_step(model, setup.compute_dtype)
+  train_step = make_train_step(model, schedule)
+  eval_step = make_eval_step(model)
 
   os.makedirs(workdir, exist_ok=True)
   ckpt = Checkpoints(workdir, train_cfg.keep_checkpoints, train_cfg.checkpoint_every,
@@ -351,13 +359,14 @@ class _Setup(NamedTuple):
   datasets: Any
   state: train_state.TrainState
   schedule: Any
-  compute_dtype: Any
 
 
 def _setup(config: ml_collections.ConfigDict) -> _Setup:
   """Validates the config, then builds the model, the data and a fresh train state."""
   model_config = validate_config(config, jax.device_count())
-  model = build_model(model_config)
+  # bf16 compute happens inside each segment step; parameters stay float32 (models/encoder.py).
+  compute_dtype = jnp.bfloat16 if config.train.compute_dtype == "bfloat16" else jnp.float32
+  model = build_model(model_config, compute_dtype)
   barrier = None
   if jax.process_count() > 1:  # process 0 prepares the data first (a shared data_dir)
     barrier = lambda: multihost_utils.sync_global_devices("rmaat_jax: data prepared")
@@ -366,9 +375,7 @@ def _setup(config: ml_collections.ConfigDict) -> _Setup:
   tx, schedule = create_optimizer(config.train)
   example = np.zeros((1,) + ((2,) if model_config.dual_encoder else ())
                      + (model_config.seq_len,), np.int32)
-  compute_dtype = jnp.bfloat16 if config.train.compute_dtype == "bfloat16" else jnp.float32
-  return _Setup(model, datasets, create_state(config, model, example, tx), schedule,
-                compute_dtype)
+  return _Setup(model, datasets, create_state(config, model, example, tx), schedule)
 
 
 def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -377,7 +384,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[st
   ckpt = Checkpoints(workdir, read_only=True)
   try:
     results = test_best(config, setup.model, setup.datasets,
-                        make_eval_step(setup.model, setup.compute_dtype),
+                        make_eval_step(setup.model),
                         jax.device_get(setup.state), ckpt)
   finally:
     ckpt.close()

@@ -1,4 +1,4 @@
-"""Attention cores against O(N^2) references written from the formulas of METHOD.md."""
+"""Attention cores against O(N^2) references written from the formulas of docs/method.md."""
 
 import jax
 import jax.numpy as jnp
@@ -166,3 +166,24 @@ def test_projected_positions_formula():
 def test_single_token_segment_positions_are_finite():
   assert np.all(np.isfinite(position.distance_kernel(1, 2.0)))
   assert np.all(np.isfinite(np.asarray(position.distance_positions(1, 1, 1, 2.0))))
+
+
+@pytest.mark.parametrize("core", ["astro", "linear", "softmax"])
+def test_a_row_with_every_key_masked_has_finite_zero_gradients(core):
+  q, k, v, r = _inputs()
+  mask = jnp.asarray(np.ones((B, N), bool)).at[1].set(False)  # example 1: no real token
+
+  def loss(q, k, v):
+    if core == "astro":
+      out = attention.astro_attention(q, k, v, r, key_mask=mask)
+    elif core == "linear":
+      out = attention.linear_attention(q, k, v, key_mask=mask)
+    else:
+      out = attention.softmax_attention(q, k, v, key_mask=mask)
+    return jnp.sum(out ** 2)
+
+  grads = jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
+  for g in grads:
+    assert np.all(np.isfinite(g))
+    np.testing.assert_array_equal(g[1], 0.0)
+    assert np.any(g[0] != 0)

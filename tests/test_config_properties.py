@@ -20,10 +20,8 @@ from rmaat_jax.config_checks import validate_config
 from rmaat_jax.data.pipeline import TASKS
 from rmaat_jax.errors import ConfigError
 from rmaat_jax.models import build_model
+from rmaat_jax.models.config import CHOICES
 
-CHOICES = {"attention": ("astro", "softmax", "linear"), "position": ("projected", "distance"),
-           "retention": ("paper", "streaming", "none"), "backprop": ("bptt", "remat", "amrb"),
-           "pool": ("memory", "mean")}
 NOT_A_POSITIVE_INT = st.sampled_from([0, -1, -7, True, 2.5, "8", None])
 NOT_A_FINITE_NON_NEGATIVE = st.one_of(st.floats(max_value=-1e-9), st.just(math.nan),
                                       st.just(math.inf), st.just("0.1"), st.just(None))
@@ -53,6 +51,7 @@ def valid_configs(draw) -> ml_collections.ConfigDict:
       mlp_dim=draw(st.integers(1, 16)), dropout_rate=draw(st.floats(0.0, 0.9)),
       position_scale=draw(st.floats(0.1, 8.0)), alpha=draw(st.floats(0.0, 2.0)),
       hebbian_sigmoid=draw(st.booleans()), dual_encoder=task.kind == "pair",
+      skip_empty_segments=draw(st.booleans()),
       pad_id=task.pad_id, **{k: draw(st.sampled_from(v)) for k, v in CHOICES.items()})
   num_steps = draw(st.integers(1, 10_000))
   train = dict(
@@ -110,7 +109,7 @@ def invalid_configs(draw):
     model[name] = draw(bad)
     return config, f"model.{name}"
   if mutation == "model_bool":
-    name = draw(st.sampled_from(["hebbian_sigmoid", "dual_encoder"]))
+    name = draw(st.sampled_from(["hebbian_sigmoid", "dual_encoder", "skip_empty_segments"]))
     model[name] = draw(st.sampled_from([1, 0, "yes", None]))
     return config, f"model.{name}"
   if mutation == "pad_id":

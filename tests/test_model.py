@@ -59,8 +59,10 @@ def _assert_grads_close(grads, ref, rtol=1e-5):
 CASES = {
     "astro": {},
     "softmax": {"attention": "softmax"},
-    "astro-dual": {"dual_encoder": True},
-    "softmax-dual": {"attention": "softmax", "dual_encoder": True},
+    # Skipping empty segments: the _tokens examples end in 1 and 3 padding-only segments.
+    "astro-dual-skip-empty": {"dual_encoder": True, "skip_empty_segments": True},
+    "softmax-dual-mean-skip-empty": {"attention": "softmax", "dual_encoder": True,
+                                     "pool": "mean", "skip_empty_segments": True},
     "linear-mean-streaming": {"attention": "linear", "pool": "mean", "retention": "streaming"},
     "astro-distance-sigmoid": {"position": "distance", "hebbian_sigmoid": True,
                                "retention": "none", "pool": "mean"},
@@ -70,7 +72,9 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_backprop_modes_give_same_loss_and_gradients(case):
-  cfg = {**TINY, **CASES[case]}
+  # Layers repeat the same code: "astro" runs TINY's two, the other cases one (compiles
+  # dominate this test's time).
+  cfg = {**TINY, **({} if case == "astro" else {"num_layers": 1}), **CASES[case]}
   tokens = _tokens(cfg)
   params = _init(cfg, tokens)["params"]
   ref_loss, ref_grads = _loss_and_grads(cfg, tokens, params)
@@ -85,13 +89,13 @@ def test_dropout_is_active_and_keyed():
   cfg = {**TINY, "backprop": "amrb"}
   tokens = _tokens(cfg)
   model = build_model(cfg)
-  variables = model.init({"params": jax.random.key(0)}, tokens)
-  run = lambda seed: model.apply(variables, tokens, train=True,  # noqa: E731
-                                 rngs={"dropout": jax.random.key(seed)})
+  variables = _init(cfg, tokens)
+  run = jax.jit(lambda seed: model.apply(variables, tokens, train=True,
+                                         rngs={"dropout": jax.random.key(seed)}))
   np.testing.assert_array_equal(run(1), run(1))
   assert not np.allclose(run(1), run(2))
-  eval_logits = model.apply(variables, tokens, train=False)
-  np.testing.assert_array_equal(eval_logits, model.apply(variables, tokens))
+  eval_logits = jax.jit(lambda: model.apply(variables, tokens, train=False))()
+  np.testing.assert_array_equal(eval_logits, jax.jit(lambda: model.apply(variables, tokens))())
 
 
 def test_contract_shapes_and_parameters():
@@ -119,11 +123,55 @@ def test_memory_carries_information_across_segments():
 
 
 def test_padding_id_is_masked_and_minus_one_disables_it():
-  cfg = {**TINY, "pad_id": -1, "seq_len": 8, "num_segments": 2}
-  model = build_model(cfg)
-  tokens = jnp.zeros((1, 8), jnp.int32)  # every 0 is a real token (a black pixel)
-  variables = model.init({"params": jax.random.key(0)}, tokens)
-  assert np.all(np.isfinite(model.apply(variables, tokens)))
+  cfg = {**TINY, "seq_len": 8, "num_segments": 2}
+  tokens = jnp.array([[3, 5, 0, 0, 7, 0, 0, 0]], jnp.int32)
+  variables = build_model(cfg).init({"params": jax.random.key(0)}, tokens)
+  masked = build_model({**cfg, "pad_id": 0}).apply(variables, tokens)
+  # pad_id = -1: every 0 is a real token (a black pixel), attended to like any other.
+  unmasked = build_model({**cfg, "pad_id": -1}).apply(variables, tokens)
+  assert np.all(np.isfinite(unmasked))
+  assert not np.allclose(masked, unmasked, rtol=1e-3)
+  # With padding masked, changing the embedding of id 0 changes nothing.
+  moved = jax.tree_util.tree_map(lambda x: x, variables)
+  table = moved["params"]["segment_encoder"]["token_embedding"]["embedding"]
+  moved["params"]["segment_encoder"]["token_embedding"]["embedding"] = table.at[0].add(1.0)
+  np.testing.assert_allclose(build_model({**cfg, "pad_id": 0}).apply(moved, tokens), masked,
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize("pool", ["memory", "mean"])
+def test_skipped_segments_act_as_if_the_input_were_shorter(pool):
+  # With retention "none", a 2-segment input padded to 4 segments and skipping the empty
+  # ones gives the logits of the same weights on a 2-segment model (same segment length).
+  cfg = {**TINY, "retention": "none", "pool": pool, "skip_empty_segments": True}
+  short_cfg = {**cfg, "seq_len": 12, "num_segments": 2}
+  tokens = _tokens(cfg, batch=3)[:, :12].at[1, 9:].set(0)  # lengths 12, 9, 4
+  padded = jnp.pad(tokens, ((0, 0), (0, 12)))
+  variables = _init(cfg, padded)
+  long_logits = build_model(cfg).apply(variables, padded)
+  np.testing.assert_allclose(long_logits, build_model(short_cfg).apply(variables, tokens),
+                             rtol=1e-5, atol=1e-6)
+  # Without skipping, the empty segments change what the head reads.
+  run_all = build_model({**cfg, "skip_empty_segments": False}).apply(variables, padded)
+  assert not np.allclose(run_all, long_logits, rtol=1e-3)
+
+
+def test_skip_has_no_effect_without_a_padding_id():
+  cfg = {**TINY, "pad_id": -1}
+  tokens = _tokens(cfg)
+  variables = _init(cfg, tokens)
+  np.testing.assert_array_equal(
+      build_model({**cfg, "skip_empty_segments": True}).apply(variables, tokens),
+      build_model(cfg).apply(variables, tokens))
+
+
+def test_memory_starts_at_the_scale_of_the_token_inputs():
+  cfg = {**TINY, "emb_dim": 64, "num_heads": 4, "num_memory_tokens": 16}
+  params = _init(cfg, _tokens(cfg))["params"]
+  memory = np.linalg.norm(params["memory_init"], axis=-1).mean()
+  tokens = np.linalg.norm(
+      params["segment_encoder"]["token_embedding"]["embedding"], axis=-1).mean()
+  assert 0.5 < memory / tokens < 2.0, (memory, tokens)
 
 
 def test_split_segments_is_segment_major():
@@ -163,3 +211,60 @@ def test_wrong_token_shape_is_a_clear_error():
     model.init({"params": jax.random.key(0)}, jnp.zeros((2, 23), jnp.int32))
   with pytest.raises(ValueError, match="integer"):
     model.init({"params": jax.random.key(0)}, jnp.zeros((2, 24), jnp.float32))
+
+
+def _all_eqns(jaxpr):
+  """Every equation of a jaxpr, those of sub-jaxprs (scan, pjit, custom_vjp) included."""
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for param in eqn.params.values():
+      for sub in param if isinstance(param, (list, tuple)) else (param,):
+        inner = getattr(sub, "jaxpr", sub)
+        if hasattr(inner, "eqns"):
+          yield from _all_eqns(inner)
+
+
+def _scan_carries(jaxpr) -> list[tuple[tuple[int, ...], jnp.dtype]]:
+  """(shape, dtype) of every lax.scan carry in a jaxpr, nested scans included."""
+  found = []
+  for eqn in _all_eqns(jaxpr):
+    if eqn.primitive.name == "scan":
+      start = eqn.params["num_consts"]
+      avals = eqn.params["jaxpr"].in_avals[start:start + eqn.params["num_carry"]]
+      found += [(tuple(a.shape), a.dtype) for a in avals]
+  return found
+
+
+@pytest.mark.parametrize("backprop", ["bptt", "amrb"])
+def test_bfloat16_computes_in_bf16_and_accumulates_gradients_in_float32(backprop):
+  cfg = {**TINY, "backprop": backprop, "num_segments": 6, "seq_len": 36}
+  tokens = _tokens(cfg)
+  params = _init(cfg, tokens)["params"]
+
+  def grad_fn(dtype):
+    model = build_model(cfg, dtype)
+    return jax.grad(lambda p: jnp.sum(model.apply(
+        {"params": p}, tokens, train=True, rngs={"dropout": jax.random.key(1)}) ** 2))
+
+  # The segment's matrix products run in bf16 (the head's, outside the loop, in float32) ...
+  forward = jax.make_jaxpr(lambda p: build_model(cfg, jnp.bfloat16).apply(
+      {"params": p}, tokens))(params)
+  dots = [e.outvars[0].aval for e in _all_eqns(forward.jaxpr)
+          if e.primitive.name == "dot_general"]
+  assert sum(a.dtype == jnp.bfloat16 for a in dots) >= 6 * TINY["num_layers"], dots
+  # ... while the per-segment weight gradients are summed in float32: no scan carries a
+  # bf16 array of a parameter's shape (weights cast to bf16 outside the loop would).
+  param_shapes = {tuple(x.shape) for x in jax.tree_util.tree_leaves(params["segment_encoder"])}
+  carries = _scan_carries(jax.make_jaxpr(grad_fn(jnp.bfloat16))(params).jaxpr)
+  assert any(shape in param_shapes for shape, _ in carries)
+  assert not [c for c in carries if c[0] in param_shapes and c[1] != jnp.float32], carries
+  if backprop == "bptt":
+    return  # bptt and amrb gradients are equal (above); the numbers once, through AMRB
+  grads = jax.jit(grad_fn(jnp.bfloat16))(params)
+  assert all(g.dtype == jnp.float32 for g in jax.tree_util.tree_leaves(grads))
+  # The same gradient as float32 compute, to bf16 accuracy (as a whole: single small
+  # leaves, like a key bias, carry larger relative errors).
+  ref = jax.tree_util.tree_leaves(jax.jit(grad_fn(jnp.float32))(params))
+  err = sum(float(jnp.sum((a - b) ** 2))
+            for a, b in zip(jax.tree_util.tree_leaves(grads), ref, strict=True))
+  assert np.sqrt(err / sum(float(jnp.sum(b ** 2)) for b in ref)) < 0.03

@@ -37,15 +37,16 @@ BASE = dict(vocab_size=23, num_classes=3, emb_dim=16, num_heads=2, num_layers=1,
             mlp_dim=32, dropout_rate=0.1)
 # Each case covers some options once; together: every attention kind, both positions,
 # Hebbian sigmoid, memory tokens M > 1, padding (pad_id) and no padding (pad_id=-1), both
-# pools, all retention modes, the dual encoder and 2-3 segments.
+# pools, all retention modes, the dual encoder, skipped empty segments and 2-3 segments.
 CASES = {
     "astro": dict(attention="astro", position="projected", num_memory_tokens=2,
                   num_layers=2, num_segments=3, pool="memory", retention="paper"),
-    "softmax": dict(attention="softmax", num_segments=2, pool="mean", retention="paper"),
+    "softmax": dict(attention="softmax", num_segments=2, pool="mean", retention="stretched",
+                    skip_empty_segments=True),
     "linear": dict(attention="linear", num_segments=2, pad_id=-1, retention="none"),
     "astro_distance_dual": dict(attention="astro", position="distance",
                                 hebbian_sigmoid=True, dual_encoder=True, num_segments=2,
-                                retention="streaming"),
+                                retention="streaming", skip_empty_segments=True),
 }
 
 

@@ -1,7 +1,7 @@
 """Attention for one segment: astromorphic (STP) linear attention and the two baselines.
 
 Functional cores (pure, batched over [B, H, N, .]) plus the multi-head Flax module and the
-post-LN encoder block. The astro core follows METHOD.md section 2:
+post-LN encoder block. The astro core follows docs/method.md section 2:
 
   out_i = sum_t [phi(q_i).phi(k_t) + phi(q_i).phi(r_t)] v_t
           / (m * phi(q_i) . (sum_t phi(k_t)) ** alpha)
@@ -49,6 +49,14 @@ def _safe_divide(num: Array, den: Array) -> Array:
   return num / jnp.where(den == 0, 1.0, den)[..., None]
 
 
+def _safe_power(s: Array, alpha: float) -> Array:
+  """s ** alpha for s >= 0 with a zero (not NaN) gradient at s = 0, where d/ds s ** alpha
+  is infinite: a row whose keys are all masked has s = 0 and must not poison the keys'
+  gradients (0 * inf)."""
+  positive = s > 0
+  return jnp.where(positive, jnp.where(positive, s, 1.0) ** alpha, 0.0)
+
+
 def astro_attention(q: Array, k: Array, v: Array, r: Array, *, alpha: float = 0.25,
                     key_mask: Array | None = None,
                     hebbian_sigmoid: bool = False) -> Array:
@@ -74,7 +82,7 @@ def astro_attention(q: Array, k: Array, v: Array, r: Array, *, alpha: float = 0.
   h = jnp.einsum("bhnm,bhnd->bhmd", phi_k + phi(r)[None], v) / m
   if hebbian_sigmoid:
     h = jax.nn.sigmoid(h)
-  g = jnp.sum(phi_k, axis=2) ** alpha  # [B, H, m]
+  g = _safe_power(jnp.sum(phi_k, axis=2), alpha)  # [B, H, m]
   # Read mode.
   phi_q = phi(q)
   c = jnp.einsum("bhnm,bhm->bhn", phi_q, g)

@@ -1,4 +1,4 @@
-"""The recurrent memory classifier (METHOD.md section 1), single or dual encoder.
+"""The recurrent memory classifier (docs/method.md section 1), single or dual encoder.
 
 tokens [B, L] -> T segments of S tokens -> recurrence over segments (recurrent.py) ->
 pool(Z_T) -> head -> logits [B, num_classes]. With `dual_encoder` the input is
@@ -7,6 +7,8 @@ axis) and the pooled u, v are combined as [u, v, u * v, u - v] (LRA's convention
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -26,6 +28,15 @@ def split_segments(tokens: Array, num_segments: int) -> Array:
   """[B, T * S] -> [T, B, S] (segment-major, the scan's leading axis)."""
   batch, length = tokens.shape
   return tokens.reshape(batch, num_segments, length // num_segments).swapaxes(0, 1)
+
+
+def last_real_tokens(segments: Array, pad_id: int) -> Array:
+  """Tokens [B, S] of each example's last segment holding a real token (the first segment
+  if none does): the segment whose Z is the output when empty segments are skipped."""
+  segments = jnp.asarray(segments)
+  real = jnp.any(segments != pad_id, axis=2).at[0].set(True)  # [T, B]
+  last = segments.shape[0] - 1 - jnp.argmax(real[::-1], axis=0)
+  return segments[last, jnp.arange(segments.shape[1])]
 
 
 def pool(z: Array, cfg: ModelConfig, last_tokens: Array) -> Array:
@@ -50,6 +61,8 @@ class RMAATClassifier(nn.Module):
   """Recurrent Memory Augmented Astromorphic Transformer for sequence classification."""
 
   cfg: ModelConfig
+  # Compute dtype of the segment encoder (parameters stay float32; see make_segment_step).
+  dtype: Any = jnp.float32
 
   def _check_tokens(self, tokens: Array) -> None:
     cfg = self.cfg
@@ -87,17 +100,23 @@ class RMAATClassifier(nn.Module):
                           name="astro_positions")()
     encoder_params = self.param("segment_encoder",
                                 lambda key: init_segment_encoder(cfg, key, rs))
-    memory_init = self.param("memory_init", nn.initializers.normal(0.02),
+    # At the scale of the token inputs: the embedding's default init gives each token a
+    # norm of ~1 (std 1 / sqrt(d) per entry); a memory 50x smaller would start ignored.
+    memory_init = self.param("memory_init", nn.initializers.normal(cfg.emb_dim ** -0.5),
                              (cfg.num_memory_tokens, cfg.emb_dim))
     mem0 = jnp.broadcast_to(memory_init, (tokens.shape[0],) + memory_init.shape)
     key = self.make_rng("dropout") if train and cfg.dropout_rate > 0 else jax.random.key(0)
 
     segments = split_segments(tokens, cfg.num_segments)
+    skip_pad_id = cfg.pad_id if cfg.skip_empty_segments and cfg.pad_id >= 0 else None
     z_last = run_segments(
-        make_segment_step(cfg, train), {"encoder": encoder_params, "positions": rs},
+        make_segment_step(cfg, train, self.dtype), {"encoder": encoder_params, "positions": rs},
         mem0, segments, retention_factors(cfg.num_segments, cfg.retention), key,
-        backprop=cfg.backprop, num_memory=cfg.num_memory_tokens)
-    pooled = nn.LayerNorm(name="pool_norm")(pool(z_last, cfg, segments[-1]))
+        backprop=cfg.backprop, num_memory=cfg.num_memory_tokens, skip_pad_id=skip_pad_id)
+    last_tokens = (segments[-1] if skip_pad_id is None
+                   else last_real_tokens(segments, skip_pad_id))
+    pooled = nn.LayerNorm(name="pool_norm")(
+        pool(z_last.astype(jnp.float32), cfg, last_tokens))
 
     if cfg.dual_encoder:
       u, v = pooled[0::2], pooled[1::2]

@@ -14,13 +14,13 @@ from typing import Any
 
 from rmaat_jax.errors import ConfigError
 
-__all__ = ["ConfigError", "ModelConfig"]
+__all__ = ["CHOICES", "ConfigError", "ModelConfig"]
 
 
-_CHOICES = {
+CHOICES = {
     "attention": ("astro", "softmax", "linear"),
     "position": ("projected", "distance"),
-    "retention": ("paper", "streaming", "none"),
+    "retention": ("paper", "stretched", "streaming", "none"),
     "backprop": ("bptt", "remat", "amrb"),
     "pool": ("memory", "mean"),
 }
@@ -32,7 +32,7 @@ _POSITIVE_INTS = (
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """All model hyper-parameters (METHOD.md sections 1-5)."""
+  """All model hyper-parameters (docs/method.md sections 1-5)."""
 
   vocab_size: int
   num_classes: int
@@ -56,6 +56,9 @@ class ModelConfig:
   # Token id that marks padding; -1 means "no padding id" (Image, Pathfinder, where every
   # value 0-255 is a real pixel).
   pad_id: int = 0
+  # Per example, a segment (after the first) made only of pad_id leaves the memory
+  # unchanged and applies no RF; the head reads the last real segment.
+  skip_empty_segments: bool = False
 
   def __post_init__(self):
     _validate(self)
@@ -89,7 +92,7 @@ class ModelConfig:
     return cls(**items)
 
 
-_BOOLS = ("hebbian_sigmoid", "dual_encoder")
+_BOOLS = ("hebbian_sigmoid", "dual_encoder", "skip_empty_segments")
 _FLOATS = ("dropout_rate", "position_scale", "alpha")
 
 
@@ -107,7 +110,7 @@ def _validate(cfg: ModelConfig) -> None:
     value = getattr(cfg, name)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
       raise ConfigError(f"model.{name}={value!r}: must be a positive integer")
-  for name, choices in _CHOICES.items():
+  for name, choices in CHOICES.items():
     value = getattr(cfg, name)
     if value not in choices:
       raise ConfigError(f"model.{name}={value!r}: unknown choice; use one of {choices}")

@@ -62,16 +62,26 @@ def init_segment_encoder(cfg: ModelConfig, key: Array,
   return SegmentEncoder(cfg).init({"params": key}, mem, tokens, rs, train=False)["params"]
 
 
-def make_segment_step(cfg: ModelConfig, train: bool) -> SegmentStep:
+def cast_floats(tree: Any, dtype: Any) -> Any:
+  """Casts the floating leaves of a pytree (integer leaves are left alone)."""
+  return jax.tree_util.tree_map(
+      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+def make_segment_step(cfg: ModelConfig, train: bool, dtype: Any = jnp.float32) -> SegmentStep:
   """The pure per-segment function that the scan (and AMRB's replay) calls.
 
-  weights = {"encoder": SegmentEncoder params, "positions": R per layer or None}.
+  weights = {"encoder": SegmentEncoder params, "positions": R per layer or None}, float32.
+  They are cast to the compute `dtype` inside the step, so each segment's weight gradients
+  come back as float32 and the sum over segments (the scan's in BPTT, the replay's in
+  AMRB) accumulates in float32 even when the segment computes in bfloat16.
   """
   module = SegmentEncoder(cfg)
 
   def step(weights: Weights, mem: Array, tokens: Array, key: Array) -> Array:
     rngs = {"dropout": key} if train and cfg.dropout_rate > 0 else None
-    return module.apply({"params": weights["encoder"]}, mem, tokens,
+    weights = cast_floats(weights, dtype)
+    return module.apply({"params": weights["encoder"]}, mem.astype(dtype), tokens,
                         weights["positions"], train=train, rngs=rngs)
 
   return step

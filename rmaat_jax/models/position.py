@@ -1,4 +1,4 @@
-"""The astrocyte's spatial term: positional matrices R [H, N, m] (METHOD.md section 3).
+"""The astrocyte's spatial term: positional matrices R [H, N, m] (docs/method.md section 3).
 
 R depends only on positions and parameters, never on content, so the model computes it
 once per layer per training step (`AstroPositions`), outside the scan over segments, and

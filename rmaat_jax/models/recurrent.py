@@ -1,4 +1,4 @@
-"""The recurrence over segments and its three backprop modes (METHOD.md sections 1 and 5).
+"""The recurrence over segments and its three backprop modes (docs/method.md).
 
     mem_{t+1} = RF(t, T) * Z_t[:, :M]   for t = 1..T-1,     output Z_T
 
@@ -8,6 +8,10 @@
   each segment (the replay buffer, [T, B, M, d]); the backward is a reverse scan that
   replays segment t from (weights, mem_t, tokens_t) under `jax.vjp`, seeded with dL/dZ_T
   for the last segment and RF(t, T) * dL/dmem_{t+1} otherwise.
+
+With `skip_pad_id` set, a segment t >= 2 whose tokens are all that id is skipped per
+example: the memory passes it unchanged (no RF) and the output stays the last real
+segment's Z. Every segment still runs for the batch; `jnp.where` selects per example.
 
 All three call the same pure `step` with the same per-segment dropout key
 fold_in(key, t), so they compute the same function and the same gradients.
@@ -30,8 +34,17 @@ def _tree_add(a, b):
   return jax.tree_util.tree_map(jnp.add, a, b)
 
 
+def _skipped(tokens: Array, t: Array, skip_pad_id: int | None) -> Array | None:
+  """[B, 1, 1] True where segment t is all padding and not the first, else None (no skip)."""
+  if skip_pad_id is None:
+    return None
+  empty = jnp.all(tokens == skip_pad_id, axis=1) & (t > 0)
+  return empty[:, None, None]
+
+
 def _scan_segments(step: SegmentStep, weights: Weights, mem0: Array, segments: Array,
-                   rf: np.ndarray, key: Array, num_memory: int) -> tuple[Array, Array]:
+                   rf: np.ndarray, key: Array, num_memory: int,
+                   skip_pad_id: int | None) -> tuple[Array, Array]:
   """One loop over all T segments; returns Z_T and the memories entering each segment.
 
   The last segment runs inside the loop too: a loop of trip count 1 (T = 2 with the
@@ -41,11 +54,15 @@ def _scan_segments(step: SegmentStep, weights: Weights, mem0: Array, segments: A
   """
 
   def body(carry, xs):
-    mem, _ = carry
+    mem, z_prev = carry
     t, tokens, rf_t = xs
     z = step(weights, mem, tokens, jax.random.fold_in(key, t))
     # rf[T-1] scales a memory that no segment reads; it keeps the loop uniform.
-    return ((rf_t * z[:, :num_memory]).astype(mem.dtype), z), mem
+    mem_next = (rf_t * z[:, :num_memory]).astype(mem.dtype)
+    skipped = _skipped(tokens, t, skip_pad_id)
+    if skipped is not None:
+      mem_next, z = jnp.where(skipped, mem, mem_next), jnp.where(skipped, z_prev, z)
+    return (mem_next, z), mem
 
   z_spec = jax.eval_shape(step, weights, mem0, segments[0], key)
   xs = (jnp.arange(segments.shape[0]), segments, jnp.asarray(rf, mem0.dtype))
@@ -53,42 +70,53 @@ def _scan_segments(step: SegmentStep, weights: Weights, mem0: Array, segments: A
   return z_last, memories
 
 
-def make_amrb(step: SegmentStep, rf: np.ndarray, num_memory: int):
+def make_amrb(step: SegmentStep, rf: np.ndarray, num_memory: int,
+              skip_pad_id: int | None = None):
   """Returns f(weights, mem0, segments, key) -> Z_T with AMRB's replay backward."""
   rf_all = np.asarray(rf, np.float32)
 
+  def forward_scan(weights, mem0, segments, key):
+    return _scan_segments(step, weights, mem0, segments, rf_all, key, num_memory,
+                          skip_pad_id)
+
   @jax.custom_vjp
   def run(weights, mem0, segments, key):
-    return _scan_segments(step, weights, mem0, segments, rf_all, key, num_memory)[0]
+    return forward_scan(weights, mem0, segments, key)[0]
 
   def forward(weights, mem0, segments, key):
     # Only the memories entering each segment are kept (the replay buffer [T, B, M, d]).
-    z_last, memories = _scan_segments(step, weights, mem0, segments, rf_all, key, num_memory)
+    z_last, memories = forward_scan(weights, mem0, segments, key)
     return z_last, (weights, memories, segments, key)
 
   def replay_backward(residuals, dz_last):
     weights, memories, segments, key = residuals
-    last = segments.shape[0] - 1
 
     def body(carry, xs):
-      dweights_acc, dmem_next = carry
+      dweights_acc, dmem_next, dz_next = carry
       t, tokens, mem_t, rf_t = xs
       # Make the replay of segment t wait for dL/dmem_{t+1}, so that XLA cannot schedule
       # it early and hold two segments' activations at once.
-      mem_t, dmem_next = lax.optimization_barrier((mem_t, dmem_next))
-      # Seed: dL/dZ_T from the head for the last segment; otherwise
-      # mem_{t+1} = RF(t, T) * Z_t[:, :M] gives RF(t, T) * dL/dmem_{t+1} on the memory rows.
-      memory_seed = jnp.zeros_like(dz_last).at[:, :num_memory].set(
-          (rf_t * dmem_next).astype(dz_last.dtype))
-      seed = jnp.where(t == last, dz_last, memory_seed)
+      mem_t, dmem_next, dz_next = lax.optimization_barrier((mem_t, dmem_next, dz_next))
+      # Z_t feeds mem_{t+1} = RF(t, T) * Z_t[:, :M] and, if no later segment ran, the
+      # output: dZ_t = dL/dZ_T carried so far + RF(t, T) * dL/dmem_{t+1} on the memory rows.
+      seed = dz_next.at[:, :num_memory].add((rf_t * dmem_next).astype(dz_next.dtype))
+      skipped = _skipped(tokens, t, skip_pad_id)
+      if skipped is not None:
+        seed = jnp.where(skipped, 0, seed)
       replay = lambda w, m: step(w, m, tokens, jax.random.fold_in(key, t))  # noqa: E731
       _, vjp_t = jax.vjp(replay, weights, mem_t)
       dweights_t, dmem_t = vjp_t(seed)
-      return (_tree_add(dweights_acc, dweights_t), dmem_t), None
+      dz = jnp.zeros_like(dz_next)
+      if skipped is not None:  # a skipped segment passes both cotangents through
+        dmem_t = jnp.where(skipped, dmem_next, dmem_t)
+        dz = jnp.where(skipped, dz_next, dz)
+      return (_tree_add(dweights_acc, dweights_t), dmem_t, dz), None
 
-    init = (jax.tree_util.tree_map(jnp.zeros_like, weights), jnp.zeros_like(memories[0]))
-    xs = (jnp.arange(last + 1), segments, memories, jnp.asarray(rf_all, memories.dtype))
-    (dweights, dmem0), _ = lax.scan(body, init, xs, reverse=True)
+    init = (jax.tree_util.tree_map(jnp.zeros_like, weights), jnp.zeros_like(memories[0]),
+            dz_last)
+    xs = (jnp.arange(segments.shape[0]), segments, memories,
+          jnp.asarray(rf_all, memories.dtype))
+    (dweights, dmem0, _), _ = lax.scan(body, init, xs, reverse=True)
     # Integer tokens and the dropout key have no cotangent.
     return dweights, dmem0, None, None
 
@@ -97,19 +125,23 @@ def make_amrb(step: SegmentStep, rf: np.ndarray, num_memory: int):
 
 
 def run_segments(step: SegmentStep, weights: Weights, mem0: Array, segments: Array,
-                 rf: np.ndarray, key: Array, *, backprop: str, num_memory: int) -> Array:
+                 rf: np.ndarray, key: Array, *, backprop: str, num_memory: int,
+                 skip_pad_id: int | None = None) -> Array:
   """Z_T of the recurrence over `segments` [T, B, S] starting from `mem0` [B, M, d].
 
   `rf` holds the T retention factors (numpy constants, no gradient); `key` is the step's
-  dropout key, folded with the segment index inside.
+  dropout key, folded with the segment index inside. `skip_pad_id`: skip segments made
+  only of this id (None: run every segment).
   """
   if segments.shape[0] != len(rf):
     raise ValueError(f"{segments.shape[0]} segments but {len(rf)} retention factors")
   if backprop == "bptt":
-    return _scan_segments(step, weights, mem0, segments, rf, key, num_memory)[0]
+    return _scan_segments(step, weights, mem0, segments, rf, key, num_memory,
+                          skip_pad_id)[0]
   if backprop == "remat":
     remat_step = jax.checkpoint(step, policy=jax.checkpoint_policies.nothing_saveable)
-    return _scan_segments(remat_step, weights, mem0, segments, rf, key, num_memory)[0]
+    return _scan_segments(remat_step, weights, mem0, segments, rf, key, num_memory,
+                          skip_pad_id)[0]
   if backprop == "amrb":
-    return make_amrb(step, rf, num_memory)(weights, mem0, segments, key)
+    return make_amrb(step, rf, num_memory, skip_pad_id)(weights, mem0, segments, key)
   raise ValueError(f"unknown backprop mode {backprop!r}; use one of {BACKPROP_MODES}")
