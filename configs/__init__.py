@@ -5,6 +5,7 @@ import importlib
 import ml_collections
 
 
-def load(name: str) -> ml_collections.ConfigDict:
-  """`load("lra_listops")` == configs/lra_listops.py's get_config() (as --config reads it)."""
-  return importlib.import_module(f"configs.{name}").get_config()
+def load(name: str, preset: str = "") -> ml_collections.ConfigDict:
+  """`load("lra_listops", "rmt,cpu")` == `--config configs/lra_listops.py:rmt,cpu`."""
+  module = importlib.import_module(f"configs.{name}")
+  return module.get_config(preset) if preset else module.get_config()

@@ -1,4 +1,5 @@
-"""LRA Image (CIFAR-10 grayscale, 1024 pixels = 4 segments of 256; METHOD.md section 7).
+"""LRA Image (CIFAR-10 grayscale, 1024 pixels = 4 segments of 256; LRA's base config).
+Presets (`:rmt`, `:rlt`, `:cpu`): configs/presets.py.
 
 Needs TFDS `cifar10` (--config.data.download=True once, with internet). Offline, the
 Fashion-MNIST substitute: --config.data.dataset=fashion_mnist (results are labelled as such
@@ -7,10 +8,11 @@ and are not comparable with CIFAR-10).
 
 import ml_collections
 
-from configs import default
+from configs import default, presets
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(preset: str = "") -> ml_collections.ConfigDict:
+  """`preset`: what follows the colon in --config configs/lra_image.py:rmt,cpu (presets.py)."""
   config = default.get_config()
   model = config.model
   model.vocab_size = 256
@@ -29,4 +31,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.eval_every = 1_000
   config.train.checkpoint_every = 1_000
   config.data.dataset = "image"
-  return config
+  # :cpu (presets.py): the shared small model; these steps train on 2 CPU cores in minutes.
+  return presets.apply(config, preset, cpu_train=dict(num_steps=600, warmup_steps=60))

@@ -1,4 +1,5 @@
-"""LRA ListOps: 2000 tokens padded to 2048 = 4 segments of 512 (METHOD.md section 7).
+"""LRA ListOps: 2000 tokens padded to 2048 = 4 segments of 512; LRA's base config.
+Presets (`:rmt`, `:rlt`, `:cpu`): configs/presets.py.
 
 Vocabulary (DATA.md section 1): pad, unk, digits 0-9, [MIN, [MAX, [MED, [SM and the
 closing bracket `]` = 17 ids; 10 classes.
@@ -6,10 +7,11 @@ closing bracket `]` = 17 ids; 10 classes.
 
 import ml_collections
 
-from configs import default
+from configs import default, presets
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(preset: str = "") -> ml_collections.ConfigDict:
+  """`preset`: what follows the colon in --config configs/lra_listops.py:rmt,cpu (presets.py)."""
   config = default.get_config()
   model = config.model
   model.vocab_size = 17
@@ -29,4 +31,6 @@ def get_config() -> ml_collections.ConfigDict:
   # Offline by default: 96K / 2K / 2K generated trees (DATA.md section 2). With LRA's files:
   # --config.data.generate=False --config.data.manual_dir=/path/to/lra_release/listops-1000
   config.data.generate = True
-  return config
+  # :cpu (presets.py): the shared small model; these steps train on 2 CPU cores in minutes.
+  return presets.apply(config, preset, cpu_train=dict(num_steps=400, warmup_steps=40),
+                       cpu_data=dict(generate_sizes=(20_000, 1_000, 1_000)))

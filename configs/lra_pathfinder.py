@@ -1,4 +1,5 @@
-"""LRA Pathfinder-32 (hard): 1024 pixels = 4 segments of 256 (METHOD.md section 7).
+"""LRA Pathfinder-32 (hard): 1024 pixels = 4 segments of 256; LRA's base config.
+Presets (`:rmt`, `:rlt`, `:cpu`): configs/presets.py.
 
 Offline by default: 160K / 20K / 20K generated images (rmaat_jax.data.pathfinder; about
 200 images/s per core, raise data.generate_workers). With LRA's files:
@@ -7,10 +8,11 @@ Offline by default: 160K / 20K / 20K generated images (rmaat_jax.data.pathfinder
 
 import ml_collections
 
-from configs import default
+from configs import default, presets
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(preset: str = "") -> ml_collections.ConfigDict:
+  """`preset`: what follows the colon in --config configs/lra_pathfinder.py:rmt,cpu (presets.py)."""
   config = default.get_config()
   model = config.model
   model.vocab_size = 256
@@ -32,4 +34,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.generate = True
   config.data.generate_sizes = (160_000, 20_000, 20_000)
   config.data.generate_workers = 2
-  return config
+  # :cpu (presets.py): the shared small model; these steps train on 2 CPU cores in minutes.
+  return presets.apply(config, preset, cpu_train=dict(num_steps=600, warmup_steps=60),
+                       cpu_data=dict(generate_sizes=(20_000, 1_000, 1_000), generate_workers=2))

@@ -1,15 +1,16 @@
 """LRA Retrieval (AAN): two documents of 4096 bytes, each 8 segments of 512, 4 memory
-tokens, dual encoder (METHOD.md section 7).
+tokens, dual encoder; LRA's base config. Presets (`:rmt`, `:rlt`, `:cpu`): configs/presets.py.
 
 Needs LRA's files: --config.data.manual_dir=/path/to/lra_release/tsv_data
 """
 
 import ml_collections
 
-from configs import default
+from configs import default, presets
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(preset: str = "") -> ml_collections.ConfigDict:
+  """`preset`: what follows the colon in --config configs/lra_retrieval.py:rmt,cpu (presets.py)."""
   config = default.get_config()
   model = config.model
   model.vocab_size = 257
@@ -26,4 +27,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.num_steps = 20_000
   config.train.learning_rate = 5e-4
   config.data.dataset = "retrieval"
-  return config
+  # :cpu (presets.py): the shared small model; these steps train on 2 CPU cores in minutes.
+  return presets.apply(config, preset,
+                       cpu_train=dict(num_steps=300, warmup_steps=30, batch_size=16))

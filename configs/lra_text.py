@@ -1,14 +1,16 @@
-"""LRA Text (IMDb, byte level): 4096 bytes = 8 segments of 512 (METHOD.md section 7).
+"""LRA Text (IMDb, byte level): 4096 bytes = 8 segments of 512; LRA's base config.
+Presets (`:rmt`, `:rlt`, `:cpu`): configs/presets.py.
 
 Needs TFDS `imdb_reviews`: run once with --config.data.download=True (internet).
 """
 
 import ml_collections
 
-from configs import default
+from configs import default, presets
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(preset: str = "") -> ml_collections.ConfigDict:
+  """`preset`: what follows the colon in --config configs/lra_text.py:rmt,cpu (presets.py)."""
   config = default.get_config()
   model = config.model
   model.vocab_size = 257  # byte + 1, 0 = pad
@@ -23,4 +25,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.num_steps = 20_000
   config.train.learning_rate = 5e-4
   config.data.dataset = "text"
-  return config
+  # :cpu (presets.py): the shared small model; these steps train on 2 CPU cores in minutes.
+  return presets.apply(config, preset,
+                       cpu_train=dict(num_steps=300, warmup_steps=30, batch_size=16))

@@ -30,7 +30,8 @@ def parse_flags(argv: list[str]) -> list[str]:
   """absl's parser, with a user's flag mistake reported as one `error:` line, status 2.
 
   Covers an unknown or mistyped override (`--config.train.num_stepz=5`), a value of the
-  wrong type, a missing required flag and a config file that does not load.
+  wrong type, a missing required flag, an unknown preset (`lra_image.py:gpu`) and a
+  config file that does not load.
   """
   try:
     rest = FLAGS(argv)
@@ -41,7 +42,20 @@ def parse_flags(argv: list[str]) -> list[str]:
   return rest
 
 
+def _innermost_user_error(error: BaseException | None) -> UserError | None:
+  """The original UserError behind absl's and ml_collections' wrappers (a bad preset)."""
+  found = None
+  while error is not None:
+    if isinstance(error, UserError):
+      found = error
+    error = error.__cause__ or error.__context__
+  return found
+
+
 def _flag_error_message(error: Exception, argv: list[str]) -> str:
+  user_error = _innermost_user_error(error)
+  if user_error is not None:
+    return str(user_error)
   text = str(error)
   if isinstance(error, (AttributeError, KeyError)):  # an override naming no config field
     field = re.search(r"'([A-Za-z0-9_]+)", text)

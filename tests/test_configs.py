@@ -1,16 +1,20 @@
 """Every config file builds a valid model whose parameters can be initialised."""
 
 import pathlib
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import pytest
 
 import configs
+from rmaat_jax.errors import ConfigError
 from rmaat_jax.models import build_model
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
-CONFIG_FILES = sorted(p for p in CONFIG_DIR.glob("*.py") if p.name != "__init__.py")
+CONFIG_FILES = sorted(p for p in CONFIG_DIR.glob("*.py")
+                      if p.name not in ("__init__.py", "presets.py"))
 
 
 def load_config(path):
@@ -34,3 +38,51 @@ def test_listops_config_matches_the_paper_setup():
   config = load_config(CONFIG_DIR / "lra_listops.py")
   assert config.model.seq_len // config.model.num_segments == 512
   assert (config.model.emb_dim, config.model.num_heads, config.model.num_layers) == (512, 8, 4)
+
+
+TASKS = [p.stem for p in CONFIG_FILES if p.stem.startswith("lra_")]
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("preset, model", [
+    ("", ("astro", "amrb", "paper")), ("rmaat", ("astro", "amrb", "paper")),
+    ("rmt", ("softmax", "bptt", "none")), ("rlt", ("linear", "bptt", "none")),
+    ("cpu", ("astro", "amrb", "paper")), ("rmt,cpu", ("softmax", "bptt", "none")),
+    (" cpu , rlt ", ("linear", "bptt", "none")),
+])
+def test_presets_choose_the_paper_models_and_the_cpu_size(task, preset, model):
+  config = configs.load(task, preset)
+  full = configs.load(task)
+  assert (config.model.attention, config.model.backprop, config.model.retention) == model
+  if "cpu" in preset:
+    assert config.model.emb_dim == 64 and config.model.num_layers == 1
+    assert config.train.num_steps <= 600 and config.train.warmup_steps < config.train.num_steps
+  else:
+    assert config.model.emb_dim == full.model.emb_dim
+    assert config.train.num_steps == full.train.num_steps
+  # The task's facts never change with a preset.
+  for field in ("vocab_size", "num_classes", "seq_len", "num_segments", "pad_id",
+                "dual_encoder"):
+    assert config.model[field] == full.model[field]
+  assert config.data.dataset == full.data.dataset
+
+
+@pytest.mark.parametrize("preset, message", [
+    ("gpu", "unknown config preset 'gpu'; valid presets: rmaat, rmt, rlt, cpu"),
+    ("rmt,rlt", "rmt and rlt both choose the model"),
+])
+def test_bad_presets_are_named(preset, message):
+  with pytest.raises(ConfigError, match=message):
+    configs.load("lra_image", preset)
+
+
+def test_unknown_preset_on_the_command_line_is_one_error_line(tmp_path):
+  process = subprocess.run(
+      [sys.executable, "-m", "rmaat_jax.main", "--config", "configs/lra_listops.py:rmt,tiny",
+       f"--workdir={tmp_path}"], cwd=CONFIG_DIR.parent, capture_output=True, text=True,
+      timeout=120)
+  assert process.returncode == 2, process.stderr
+  assert process.stderr.strip().splitlines() == [
+      "error: unknown config preset 'tiny'; valid presets: rmaat, rmt, rlt, cpu (at most one "
+      "of rmaat/rmt/rlt, plus cpu; e.g. configs/lra_listops.py:rmt,cpu)"]
+  assert not any(tmp_path.iterdir())
