@@ -2,7 +2,7 @@
 
     python experiments/compare_memory.py [--segments 2 4 8 16 32] [--tasks text retrieval]
         [--batch 2] [--repeats 3] [--out_dir experiments/results] [--device auto|cpu|gpu]
-        [--quick]
+        [--quick] [--toy]
 
 Models: the Text and Retrieval configs (configs/lra_text.py, configs/lra_retrieval.py:
 d 256 / 128, 4 layers, 4 heads, d_ff 1024 / 512, 1 / 4 memory tokens, Retrieval a dual
@@ -42,13 +42,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # repository root
 
-from experiments.compare_memory_measure import TASKS, measure  # noqa: E402
-from experiments.compare_memory_report import plot, summary, table  # noqa: E402
+# The parent process only orchestrates: jax and torch are imported by the measuring
+# subprocesses (compare_memory_measure), and by the parent only to look for a GPU.
+from experiments.compare_memory_report import TASKS, plot, summary, table  # noqa: E402
 
 FRAMEWORKS, MODES = ("jax", "torch"), ("bptt", "amrb")
 
 
 def _detect_device(choice: str) -> str:
+  if choice == "cpu":
+    return "cpu"
   import jax
   import torch
 
@@ -101,7 +104,8 @@ def sweep(args: argparse.Namespace, device: str, rows_file: Path) -> list[dict]:
   for row in done.values():
     _print_row(row)
   for framework in args.frameworks:
-    jobs = [[framework, task, mode, t, args.batch, args.repeats, device, args.torch_threads]
+    jobs = [[framework, task, mode, t, args.batch, args.repeats, device, args.torch_threads,
+             args.toy]
             for task in args.tasks for t in args.segments for mode in MODES
             if (task, t, framework, mode) not in done]
     groups = [[job] for job in jobs] if device == "gpu" else [jobs]
@@ -114,18 +118,19 @@ def sweep(args: argparse.Namespace, device: str, rows_file: Path) -> list[dict]:
 
 def _metadata(args: argparse.Namespace, device: str, rows: list[dict]) -> dict:
   import os
-
-  import jax
-  import torch
+  from importlib.metadata import version
 
   if device == "gpu":
+    import torch
+
     name = torch.cuda.get_device_name(0)
   else:
     name = f"{platform.machine()} CPU, {os.cpu_count()} cores"
   threads = sorted({r["torch_threads"] for r in rows if r.get("torch_threads")})
   return {"date": datetime.date.today().isoformat(), "device": device, "device_name": name,
-          "jax": jax.__version__, "torch": torch.__version__, "batch": args.batch,
-          "segments": args.segments, "tasks": args.tasks, "segment_len": 512,
+          "jax": version("jax"), "torch": version("torch"), "batch": args.batch,
+          "segments": args.segments, "tasks": args.tasks,
+          "segment_len": 16 if args.toy else 512, "toy_model": args.toy,
           "dtype": "float32", "torch_threads": threads,
           "repeats": {fw: sorted({r.get("repeats", args.repeats) for r in rows
                                   if r["framework"] == fw}) for fw in FRAMEWORKS},
@@ -146,6 +151,8 @@ def main() -> None:
   parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
   parser.add_argument("--quick", action="store_true",
                       help="smoke run: segments 2 4, batch 1, 1 timed step, file suffix _quick")
+  parser.add_argument("--toy", action="store_true",
+                      help="a tiny model (d 16, 1 layer, 16-token segments); file suffix _toy")
   parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
   parser.add_argument("--torch_threads", type=int, default=0,
                       help="torch.set_num_threads for the torch runs (0: torch's default)")
@@ -155,6 +162,8 @@ def main() -> None:
   args = parser.parse_args()
 
   if args._jobs:  # each job: framework, task, mode, segments, batch, repeats, device
+    from experiments.compare_memory_measure import measure
+
     for job in json.loads(args._jobs):
       start = time.perf_counter()
       row = measure(*job)
@@ -164,7 +173,8 @@ def main() -> None:
   if args.quick:
     args.segments, args.batch, args.repeats = [2, 4], 1, 1
   device = _detect_device(args.device)
-  stem = f"compare_memory_{device}" + ("_quick" if args.quick else "")
+  stem = (f"compare_memory_{device}" + ("_quick" if args.quick else "")
+          + ("_toy" if args.toy else ""))
   args.out_dir.mkdir(parents=True, exist_ok=True)
   rows = sweep(args, device, args.out_dir / f"{stem}.rows.jsonl")
   meta = _metadata(args, device, rows)

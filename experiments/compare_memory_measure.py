@@ -27,18 +27,27 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repository root
 
 import configs  # noqa: E402
+from experiments.compare_memory_report import TASKS  # noqa: E402
 from experiments.torch_rmaat import build_torch_model  # noqa: E402
 from experiments.torch_rmaat_memory import SavedTensorMeter, training_state_bytes  # noqa: E402
 from rmaat_jax.models import ModelConfig, build_model  # noqa: E402
 
-TASKS = {"text": "lra_text", "retrieval": "lra_retrieval"}
 LEARNING_RATE, WEIGHT_DECAY, EPS = 1e-3, 1e-2, 1e-8
 
 
-def task_config(task: str, num_segments: int, backprop: str) -> ModelConfig:
+# --toy: a model small enough to compile and step in a second (smoke runs, the GPU
+# campaign's dry run); the segment loop, both frameworks and both modes are unchanged.
+TOY = dict(emb_dim=16, num_heads=2, num_layers=1, mlp_dim=32)
+TOY_SEGMENT_LEN = 16
+
+
+def task_config(task: str, num_segments: int, backprop: str, toy: bool = False) -> ModelConfig:
   """The task's model with T segments of the config's segment length (512 for both)."""
   model = dict(configs.load(TASKS[task]).model)
   segment_len = model["seq_len"] // model["num_segments"]
+  if toy:
+    model.update(TOY)
+    segment_len = TOY_SEGMENT_LEN
   model.update(num_segments=num_segments, seq_len=segment_len * num_segments,
                backprop=backprop)
   return ModelConfig.from_config(model)
@@ -153,9 +162,9 @@ def measure_torch(cfg: ModelConfig, batch: int, repeats: int, device: str) -> di
 
 
 def measure(framework: str, task: str, mode: str, num_segments: int, batch: int,
-            repeats: int, device: str, torch_threads: int = 0) -> dict:
+            repeats: int, device: str, torch_threads: int = 0, toy: bool = False) -> dict:
   """One row of the comparison; `device` is "cpu" or "gpu"; torch_threads 0 = default."""
-  cfg = task_config(task, num_segments, mode)
+  cfg = task_config(task, num_segments, mode, toy)
   if torch_threads:
     torch.set_num_threads(torch_threads)
   if framework == "jax":

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# The compared tasks and their config modules (shared by the parent and the measurements).
+TASKS = {"text": "lra_text", "retrieval": "lra_retrieval"}
+
 MIB = 2.0 ** 20
 FRAMEWORKS, MODES = ("jax", "torch"), ("bptt", "amrb")
 STYLE = {("jax", "bptt"): ("tab:blue", "--", "o"), ("jax", "amrb"): ("tab:blue", "-", "s"),

@@ -1,12 +1,13 @@
 """Training-step throughput of every task config (the trainer's own pmapped step).
 
-    python experiments/train_throughput.py [--batch 4] [--steps 3] [--configs lra_listops ...]
+    python -m experiments.train_throughput [--batch 4] [--steps 3] [--configs lra_listops ...]
+        [--preset cpu] [--out_dir experiments/results] [--tag gpu]
 
 Each config's model is trained for `--steps` timed steps (median, after one warm-up step)
 on random tokens of the task's shape, with `--batch` examples per step (the task configs'
 batches of 32-512 are too slow for a 2-core CPU; on a GPU pass --batch 0 to use them).
 The input pipeline is excluded (see data_throughput.py). Writes
-experiments/results/train_throughput.{json,md}.
+<out_dir>/train_throughput[_<tag>].{json,md}.
 """
 
 import argparse
@@ -19,7 +20,6 @@ import time
 
 import flax
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -32,8 +32,8 @@ from rmaat_jax.models import build_model  # noqa: E402
 CONFIGS = ("lra_listops", "lra_text", "lra_retrieval", "lra_image", "lra_pathfinder")
 
 
-def measure(name: str, batch: int, steps: int) -> dict:
-  config = configs.load(name)
+def measure(name: str, batch: int, steps: int, preset: str = "") -> dict:
+  config = configs.load(name, preset)
   batch = batch or config.train.batch_size
   model_cfg = config.model
   shape = (batch, 2, model_cfg.seq_len) if model_cfg.dual_encoder else (batch, model_cfg.seq_len)
@@ -44,7 +44,7 @@ def measure(name: str, batch: int, steps: int) -> dict:
   model = build_model(model_cfg)
   tx, schedule = train.create_optimizer(config.train)
   state = train.create_state(config, model, inputs[:1], tx)
-  step_fn = train.make_train_step(model, schedule, jnp.float32)
+  step_fn = train.make_train_step(model, schedule)
   rstate = flax.jax_utils.replicate(state)
   key = flax.jax_utils.replicate(jax.random.key(0))
   sharded = train._shard({"inputs": inputs, "targets": targets}, devices)  # noqa: SLF001
@@ -71,10 +71,13 @@ def main() -> None:
   parser.add_argument("--batch", type=int, default=4, help="0: the config's batch")
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--configs", nargs="+", default=list(CONFIGS))
+  parser.add_argument("--preset", default="", help="config preset, e.g. cpu or rmt,cpu")
+  parser.add_argument("--out_dir", type=pathlib.Path, default=HERE / "results")
+  parser.add_argument("--tag", default="", help="file name suffix, e.g. gpu")
   args = parser.parse_args()
   rows = []
   for name in args.configs:
-    rows.append(measure(name, args.batch, args.steps))
+    rows.append(measure(name, args.batch, args.steps, args.preset))
     print(rows[-1], flush=True)
   device = jax.devices()[0]
   lines = [f"device: {device.platform} ({device.device_kind}) x {jax.local_device_count()}",
@@ -84,12 +87,13 @@ def main() -> None:
             f"| {r['examples_per_s']:.1f} | {r['tokens_per_s']:.0f} |" for r in rows]
   table = "\n".join(lines)
   print(table)
-  out = HERE / "results"
-  out.mkdir(exist_ok=True)
+  out = args.out_dir
+  out.mkdir(parents=True, exist_ok=True)
   meta = {"date": datetime.date.today().isoformat(), "platform": device.platform,
-          "device": device.device_kind, "jax": jax.__version__}
-  (out / "train_throughput.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-  (out / "train_throughput.md").write_text(f"# train_throughput ({meta['date']})\n\n{table}\n")
+          "device": device.device_kind, "jax": jax.__version__, "preset": args.preset}
+  stem = "train_throughput" + (f"_{args.tag}" if args.tag else "")
+  (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+  (out / f"{stem}.md").write_text(f"# {stem} ({meta['date']})\n\n{table}\n")
 
 
 if __name__ == "__main__":
