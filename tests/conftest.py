@@ -7,3 +7,15 @@ import os
 if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (
       os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+
+
+import pytest  # noqa: E402
+from trainer_fixtures import prepare_listops_data  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def listops_data(tmp_path_factory):
+  """A prepared tiny generated ListOps set, shared by every subprocess test of a worker."""
+  data_dir = tmp_path_factory.mktemp("tfds")
+  prepare_listops_data(data_dir)
+  return data_dir

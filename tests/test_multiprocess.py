@@ -12,14 +12,11 @@ import subprocess
 import numpy as np
 from trainer_fixtures import (
   ROOT,
-  listops_data_fixture,
   listops_flags,
   main_command,
   main_env,
   run_main,
 )
-
-listops_data = listops_data_fixture
 
 FLAGS = {"train.batch_size": 8, "train.num_steps": 3, "train.log_every": 1,
          "train.eval_every": 3, "train.checkpoint_every": 3, "model.dropout_rate": 0.0}

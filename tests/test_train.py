@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from data_fixtures import max_min_rows, write_aan, write_fashion_mnist, write_listops
-from trainer_fixtures import (  # noqa: F401 - a fixture
-    listops_data_fixture,
+from trainer_fixtures import (
     listops_flags,
     results_without_resume,
     run_main,
