@@ -13,7 +13,7 @@ import numbers
 
 import ml_collections
 
-from rmaat_jax.data.pipeline import check_data_config
+from rmaat_jax.data.tasks import check_data_config
 from rmaat_jax.errors import ConfigError
 from rmaat_jax.models.config import ModelConfig
 

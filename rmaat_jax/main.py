@@ -10,11 +10,9 @@ import logging
 import re
 import sys
 
-import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from rmaat_jax import train
 from rmaat_jax.config_checks import validate_config
 from rmaat_jax.errors import UserError
 
@@ -75,6 +73,8 @@ def initialize_distributed(config) -> None:
   dist = config.get("distributed")
   if dist is None or not dist.enabled:
     return
+  import jax
+
   kwargs = {}
   if dist.coordinator_address:
     kwargs = dict(coordinator_address=dist.coordinator_address,
@@ -89,6 +89,12 @@ def main(argv):
   config = FLAGS.config
   try:
     validate_config(config)  # before joining other processes, preparing data, compiling
+    # JAX and the trainer load only now: a config mistake is reported in a fraction of a
+    # second.
+    import jax
+
+    from rmaat_jax import train
+
     initialize_distributed(config)
     logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
                  jax.process_count(), jax.local_devices())

@@ -86,3 +86,13 @@ def test_unknown_preset_on_the_command_line_is_one_error_line(tmp_path):
       "error: unknown config preset 'tiny'; valid presets: rmaat, rmt, rlt, cpu (at most one "
       "of rmaat/rmt/rlt, plus cpu; e.g. configs/lra_listops.py:rmt,cpu)"]
   assert not any(tmp_path.iterdir())
+
+
+def test_checking_a_config_imports_neither_jax_nor_the_data_libraries():
+  # The command line validates first: a mistake must cost a fraction of a second.
+  code = ("import sys, rmaat_jax.config_checks, configs.lra_listops; "
+          "print(sorted(m for m in ('jax', 'flax', 'grain', 'tensorflow_datasets', "
+          "'tensorflow') if m in sys.modules))")
+  out = subprocess.run([sys.executable, "-c", code], cwd=CONFIG_DIR.parent,
+                       capture_output=True, text=True, timeout=60, check=True)
+  assert out.stdout.strip() == "[]", out.stdout

@@ -8,6 +8,7 @@ axis) and the pooled u, v are combined as [u, v, u * v, u - v] (LRA's convention
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -124,3 +125,18 @@ class RMAATClassifier(nn.Module):
     # Head [decision]: LayerNorm -> Dense(d) -> GELU -> Dense(num_classes).
     hidden = nn.gelu(nn.Dense(cfg.emb_dim, name="head_hidden")(pooled))
     return nn.Dense(cfg.num_classes, name="head_out")(hidden)
+
+
+def build_model(model_config: Mapping[str, Any] | ModelConfig,
+                dtype: Any = jnp.float32) -> RMAATClassifier:
+  """Validates `config.model` (ConfigError names the bad field) and builds the module.
+
+  `model.init({"params": key}, tokens, train=False)` and
+  `model.apply(variables, tokens, train=True, rngs={"dropout": key})` give logits
+  [B, num_classes]; tokens are int32 [B, seq_len] ([B, 2, seq_len] with dual_encoder).
+  `dtype` is the segment encoder's compute dtype (e.g. jnp.bfloat16); parameters, their
+  gradients and the logits stay float32.
+  """
+  cfg = (model_config if isinstance(model_config, ModelConfig)
+         else ModelConfig.from_config(model_config))
+  return RMAATClassifier(cfg, dtype)
