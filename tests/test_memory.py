@@ -17,8 +17,10 @@ def _temp_bytes(backprop, num_segments):
 
 @pytest.fixture(scope="module")
 def temps():
+  # T = 4 only for BPTT's linearity; flatness compares 2 with 8.
   return {(mode, t): _temp_bytes(mode, t)
-          for mode in ("bptt", "remat", "amrb") for t in (2, 4, 8)}
+          for mode in ("bptt", "remat", "amrb") for t in (2, 4, 8)
+          if t != 4 or mode == "bptt"}
 
 
 @pytest.mark.parametrize("mode", ["amrb", "remat"])

@@ -117,16 +117,18 @@ def test_memory_carries_information_across_segments():
   cfg = {**TINY, "retention": "none"}
   tokens = _tokens(cfg, batch=1)
   model = build_model(cfg)
-  variables = model.init({"params": jax.random.key(0)}, tokens)
+  variables = _init(cfg, tokens)
+  apply = jax.jit(lambda t: model.apply(variables, t))
   changed = tokens.at[0, 0].set((tokens[0, 0] % 12) + 1)
-  assert not np.allclose(model.apply(variables, tokens), model.apply(variables, changed))
+  assert not np.allclose(apply(tokens), apply(changed))
 
 
 def test_padding_id_is_masked_and_minus_one_disables_it():
   cfg = {**TINY, "seq_len": 8, "num_segments": 2}
   tokens = jnp.array([[3, 5, 0, 0, 7, 0, 0, 0]], jnp.int32)
-  variables = build_model(cfg).init({"params": jax.random.key(0)}, tokens)
-  masked = build_model({**cfg, "pad_id": 0}).apply(variables, tokens)
+  variables = _init(cfg, tokens)
+  apply_masked = jax.jit(lambda v: build_model({**cfg, "pad_id": 0}).apply(v, tokens))
+  masked = apply_masked(variables)
   # pad_id = -1: every 0 is a real token (a black pixel), attended to like any other.
   unmasked = build_model({**cfg, "pad_id": -1}).apply(variables, tokens)
   assert np.all(np.isfinite(unmasked))
@@ -135,8 +137,7 @@ def test_padding_id_is_masked_and_minus_one_disables_it():
   moved = jax.tree_util.tree_map(lambda x: x, variables)
   table = moved["params"]["segment_encoder"]["token_embedding"]["embedding"]
   moved["params"]["segment_encoder"]["token_embedding"]["embedding"] = table.at[0].add(1.0)
-  np.testing.assert_allclose(build_model({**cfg, "pad_id": 0}).apply(moved, tokens), masked,
-                             rtol=1e-6)
+  np.testing.assert_allclose(apply_masked(moved), masked, rtol=1e-6)
 
 
 @pytest.mark.parametrize("pool", ["memory", "mean"])
