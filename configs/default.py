@@ -33,7 +33,8 @@ def get_config() -> ml_collections.ConfigDict:
   model.pool = "memory"  # "memory" | "mean"
   model.dual_encoder = False
   model.pad_id = 0  # -1: no padding id (every id is a real token)
-  # A segment of padding only leaves the memory unchanged (no encoder, no RF), per example.
+  # Per example, a segment of padding only leaves the memory unchanged (no RF) and the head
+  # reads the last segment holding a real token.
   model.skip_empty_segments = False
 
   config.train = train = ml_collections.ConfigDict()

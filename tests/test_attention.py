@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jaxpr_walk import all_eqns
 
 from rmaat_jax.models import attention, position
 
@@ -112,14 +113,9 @@ def test_softmax_attention_matches_reference():
 
 def _all_shapes(jaxpr):
   """Shapes of every intermediate in a jaxpr, sub-jaxprs (scan, pjit, ...) included."""
-  for eqn in jaxpr.eqns:
+  for eqn in all_eqns(jaxpr):
     for var in eqn.outvars:
       yield tuple(getattr(var.aval, "shape", ()))
-    for param in eqn.params.values():
-      for sub in param if isinstance(param, (list, tuple)) else (param,):
-        inner = getattr(sub, "jaxpr", sub)
-        if hasattr(inner, "eqns"):
-          yield from _all_shapes(inner)
 
 
 def _has_n_by_n(shapes, n):

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jaxpr_walk import all_eqns
 
 from rmaat_jax.models import ConfigError, ModelConfig, build_model
 from rmaat_jax.models.classifier import split_segments
@@ -214,21 +215,10 @@ def test_wrong_token_shape_is_a_clear_error():
     model.init({"params": jax.random.key(0)}, jnp.zeros((2, 24), jnp.float32))
 
 
-def _all_eqns(jaxpr):
-  """Every equation of a jaxpr, those of sub-jaxprs (scan, pjit, custom_vjp) included."""
-  for eqn in jaxpr.eqns:
-    yield eqn
-    for param in eqn.params.values():
-      for sub in param if isinstance(param, (list, tuple)) else (param,):
-        inner = getattr(sub, "jaxpr", sub)
-        if hasattr(inner, "eqns"):
-          yield from _all_eqns(inner)
-
-
 def _scan_carries(jaxpr) -> list[tuple[tuple[int, ...], jnp.dtype]]:
   """(shape, dtype) of every lax.scan carry in a jaxpr, nested scans included."""
   found = []
-  for eqn in _all_eqns(jaxpr):
+  for eqn in all_eqns(jaxpr):
     if eqn.primitive.name == "scan":
       start = eqn.params["num_consts"]
       avals = eqn.params["jaxpr"].in_avals[start:start + eqn.params["num_carry"]]
@@ -250,7 +240,7 @@ def test_bfloat16_computes_in_bf16_and_accumulates_gradients_in_float32(backprop
   # The segment's matrix products run in bf16 (the head's, outside the loop, in float32) ...
   forward = jax.make_jaxpr(lambda p: build_model(cfg, jnp.bfloat16).apply(
       {"params": p}, tokens))(params)
-  dots = [e.outvars[0].aval for e in _all_eqns(forward.jaxpr)
+  dots = [e.outvars[0].aval for e in all_eqns(forward.jaxpr)
           if e.primitive.name == "dot_general"]
   assert sum(a.dtype == jnp.bfloat16 for a in dots) >= 6 * TINY["num_layers"], dots
   # ... while the per-segment weight gradients are summed in float32: no scan carries a

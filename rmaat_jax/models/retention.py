@@ -203,10 +203,6 @@ def _stretched_factors(num_segments: int) -> np.ndarray:
   return deltas / deltas.sum()
 
 
-def _streaming_factors(num_segments: int) -> np.ndarray:
-  return cycle_increments(num_segments)
-
-
 def retention_factors(num_segments: int, mode: str = "paper") -> np.ndarray:
   """Retention factor RF(t) for segments t = 1..num_segments: float64 array [T].
 
@@ -225,5 +221,5 @@ def retention_factors(num_segments: int, mode: str = "paper") -> np.ndarray:
   if mode == "none":
     return np.ones(num_segments, dtype=np.float64)
   factors = {"paper": _paper_factors, "stretched": _stretched_factors,
-             "streaming": _streaming_factors}
+             "streaming": cycle_increments}
   return factors[mode](num_segments)
