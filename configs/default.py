@@ -59,7 +59,9 @@ def get_config() -> ml_collections.ConfigDict:
   # listops | text | retrieval | image | pathfinder | fashion_mnist (offline Image substitute)
   data.dataset = ""
   data.data_dir = ""  # TFDS data dir; empty: the TFDS default (~/tensorflow_datasets)
-  data.download = False  # let TFDS download cifar10 / imdb_reviews (needs internet)
+  # cifar10 / imdb_reviews: TFDS downloads them when they are not prepared in data_dir
+  # (offline the run stops at once and says what to do). False: never use the network.
+  data.download = True
   # Folder with LRA's release files for listops / retrieval / pathfinder (e.g.
   # lra_release/listops-1000); empty: <data_dir>/downloads/manual.
   data.manual_dir = ""

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -116,8 +117,17 @@ def sweep(args: argparse.Namespace, device: str, rows_file: Path) -> list[dict]:
           if k in done]
 
 
-def _metadata(args: argparse.Namespace, device: str, rows: list[dict]) -> dict:
-  import os
+def machine_load_note(load_before: float) -> str:
+  """A label for plots whose step times come from a CPU other jobs were using."""
+  cores = os.cpu_count() or 1
+  if load_before < 0.5 * cores:
+    return ""
+  return (f"loaded CPU: load average {load_before:.1f} on {cores} cores before the run; "
+          "step times are noisy")
+
+
+def _metadata(args: argparse.Namespace, device: str, rows: list[dict],
+              load_before: float) -> dict:
   from importlib.metadata import version
 
   if device == "gpu":
@@ -136,7 +146,9 @@ def _metadata(args: argparse.Namespace, device: str, rows: list[dict]) -> dict:
                                   if r["framework"] == fw}) for fw in FRAMEWORKS},
           "optimizer": "AdamW lr 1e-3, weight decay 1e-2 (optax.adamw / torch.optim.AdamW)",
           "notes": sorted({r["recovered_from_log"] for r in rows
-                           if r.get("recovered_from_log")})}
+                           if r.get("recovered_from_log")}),
+          "load_average_before": load_before,
+          "machine_note": machine_load_note(load_before) if device == "cpu" else ""}
 
 
 def main() -> None:
@@ -158,8 +170,16 @@ def main() -> None:
                       help="torch.set_num_threads for the torch runs (0: torch's default)")
   parser.add_argument("--resume", action="store_true",
                       help="keep the rows already in <out_dir>/<stem>.rows.jsonl")
+  parser.add_argument("--replot", type=Path,
+                      help="only redraw the plot of a saved compare_memory_*.json")
   parser.add_argument("--_jobs", help=argparse.SUPPRESS)  # worker: JSON list of jobs
   args = parser.parse_args()
+
+  if args.replot:
+    saved = json.loads(args.replot.read_text())
+    meta = saved["meta"]
+    plot(saved["rows"], meta["segments"], meta["device"], meta, args.replot.with_suffix(".png"))
+    return
 
   if args._jobs:  # each job: framework, task, mode, segments, batch, repeats, device
     from experiments.compare_memory_measure import measure
@@ -176,8 +196,9 @@ def main() -> None:
   stem = (f"compare_memory_{device}" + ("_quick" if args.quick else "")
           + ("_toy" if args.toy else ""))
   args.out_dir.mkdir(parents=True, exist_ok=True)
+  load_before = os.getloadavg()[0]
   rows = sweep(args, device, args.out_dir / f"{stem}.rows.jsonl")
-  meta = _metadata(args, device, rows)
+  meta = _metadata(args, device, rows, load_before)
   text = table(rows, device) + "\n\n" + summary(rows, args.segments)
   print(text)
   (args.out_dir / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows},

@@ -108,6 +108,8 @@ def plot(rows: list[dict], segments: list[int], device: str, meta: dict, path: P
   else:
     note = ("CPU memory: JAX = XLA compiled (args+outputs+temp); torch = saved-activation "
             "peak + params + grads + AdamW; different measurements")
+  if meta.get("machine_note"):
+    note += f"\n{meta['machine_note']}"
   fig.suptitle(f"RMAAT training step, {meta['device_name']}, jax {meta['jax']}, torch "
                f"{meta['torch']}\n{note}", fontsize=9)
   fig.tight_layout()

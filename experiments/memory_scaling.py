@@ -1,6 +1,7 @@
 """Compiled memory of a training gradient vs number of segments, for bptt / remat / amrb.
 
-    python experiments/memory_scaling.py [--segments 2 4 8 16 32 64] [--time_segments 8 16]
+    python -m experiments.memory_scaling [--segments 2 4 8 16 32 64] [--time_segments 8 16]
+    python -m experiments.memory_scaling --replot   # redraw the plot from the saved JSON
 
 Model: d=128, 4 heads, 2 layers, d_ff=512, 1 memory token, astro attention, segments of
 256 tokens, batch 8 (issue 2). Memory is XLA's compiled buffer assignment
@@ -8,7 +9,7 @@ Model: d=128, 4 heads, 2 layers, d_ff=512, 1 memory token, astro attention, segm
 gradients), so it is the same on any backend that compiles the same program; step time is
 the median of `--runs` steps after a warm-up, on whatever device JAX sees.
 
-Writes experiments/results/memory_scaling.{json,md} and experiments/memory_scaling.png.
+Writes experiments/results/memory_scaling.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -79,22 +80,34 @@ def summary(rows: list[dict], segments: list[int], time_segments: list[int]) -> 
   return "\n".join(lines)
 
 
+STYLES = {"bptt": dict(marker="o", linestyle="-", color="tab:red"),
+          "remat": dict(marker="s", linestyle="--", color="tab:green", markersize=9,
+                        markerfacecolor="none"),
+          "amrb": dict(marker="d", linestyle=":", color="tab:blue")}
+
+
 def plot(rows: list[dict], segments: list[int], path: pathlib.Path) -> None:
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  fig, ax = plt.subplots(figsize=(6, 4))
-  for mode, marker in zip(MODES, "osd", strict=True):
+  fig, ax = plt.subplots(figsize=(6.5, 4.5))
+  for mode in MODES:  # remat and amrb nearly coincide: hollow squares around diamonds
     ax.plot(segments, [_row(rows, mode, t)["temp"] / MB for t in segments],
-            marker=marker, label=mode)
+            label=mode, **STYLES[mode])
+  if 16 in segments:
+    for mode, offset in zip(MODES, (10, 12, -16), strict=True):
+      value = _row(rows, mode, 16)["temp"] / MB
+      ax.annotate(f"{mode} {value:.1f} MiB", (16, value), textcoords="offset points",
+                  xytext=(6, offset), fontsize=8, color=STYLES[mode]["color"])
   ax.set_xscale("log", base=2)
   ax.set_yscale("log")
   ax.set_xticks(segments, [str(t) for t in segments])
   ax.set_xlabel(f"segments of {SEGMENT_LEN} tokens")
   ax.set_ylabel("compiled temp memory of a gradient step (MiB)")
-  ax.set_title("RMAAT training memory: d=128, 2 layers, batch 8")
+  ax.set_title("RMAAT training memory: d=128, 2 layers, batch 8\n"
+               "(XLA buffer assignment: does not depend on machine load)", fontsize=10)
   ax.grid(True, which="both", alpha=0.3)
   ax.legend()
   fig.tight_layout()
@@ -107,7 +120,14 @@ def main() -> None:
   parser.add_argument("--time_segments", type=int, nargs="*", default=[8])
   parser.add_argument("--runs", type=int, default=5)
   parser.add_argument("--out", type=pathlib.Path, default=HERE / "results")
+  parser.add_argument("--replot", action="store_true",
+                      help="only redraw memory_scaling.png from memory_scaling.json in --out")
   args = parser.parse_args()
+  if args.replot:
+    saved = json.loads((args.out / "memory_scaling.json").read_text())
+    segments = sorted({r["segments"] for r in saved["rows"]})
+    plot(saved["rows"], segments, args.out / "memory_scaling.png")
+    return
 
   rows = measure(args.segments, args.time_segments, args.runs)
   table = summary(rows, args.segments, args.time_segments)
@@ -123,7 +143,7 @@ def main() -> None:
   (args.out / "memory_scaling.md").write_text(
       f"# memory_scaling ({meta['date']}, {meta['platform']}: {meta['device']}, "
       f"jax {meta['jax']})\n\n{table}\n")
-  plot(rows, args.segments, HERE / "memory_scaling.png")
+  plot(rows, args.segments, args.out / "memory_scaling.png")
 
 
 if __name__ == "__main__":

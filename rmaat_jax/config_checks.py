@@ -46,9 +46,8 @@ def check_train_config(config: ml_collections.ConfigDict, num_devices: int = 1) 
         or not 0 <= value < math.inf):
       raise ConfigError(f"train.{name}={value!r}: must be a finite number >= 0")
   warmup = train.get("warmup_steps", 0)
-  if not _is_int(warmup) or not 0 <= warmup <= train.num_steps:
-    raise ConfigError(f"train.warmup_steps={warmup!r}: must be an integer in "
-                      f"[0, train.num_steps={train.num_steps}]")
+  if not _is_int(warmup) or warmup < 0:  # above num_steps: scaled down (warmup_steps())
+    raise ConfigError(f"train.warmup_steps={warmup!r}: must be an integer >= 0")
   batches = train.get("num_eval_batches", 0)
   if not _is_int(batches) or batches < 0:
     raise ConfigError(f"train.num_eval_batches={batches!r}: must be an integer >= 0 "
@@ -59,6 +58,23 @@ def check_train_config(config: ml_collections.ConfigDict, num_devices: int = 1) 
   if train.get("compute_dtype", "float32") not in _COMPUTE_DTYPES:
     raise ConfigError(f"train.compute_dtype={train.compute_dtype!r}: use one of "
                       f"{_COMPUTE_DTYPES}")
+
+
+WARMUP_FRACTION = 0.1  # of num_steps, when the configured warmup is longer than the run
+
+
+def warmup_steps(train: ml_collections.ConfigDict) -> tuple[int, str | None]:
+  """(warmup steps the schedule uses, a warning or None).
+
+  A shortened run (`--config.train.num_steps=200` on a config with 1,000 warmup steps) would
+  otherwise spend all of it warming up: its warmup becomes 10 % of num_steps instead.
+  """
+  if train.warmup_steps <= train.num_steps:
+    return train.warmup_steps, None
+  scaled = int(train.num_steps * WARMUP_FRACTION)
+  return scaled, (f"train.warmup_steps={train.warmup_steps} is longer than "
+                  f"train.num_steps={train.num_steps}; warming up for {scaled} steps "
+                  f"({WARMUP_FRACTION:.0%} of the run) instead")
 
 
 def check_distributed_config(config: ml_collections.ConfigDict) -> None:

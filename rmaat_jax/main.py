@@ -1,26 +1,46 @@
-"""Command line: python -m rmaat_jax.main --config configs/lra_listops.py --workdir DIR
+"""Trains and evaluates RMAAT on an LRA task.
+
+  python -m rmaat_jax.main --config configs/lra_listops.py --workdir DIR
+  python -m rmaat_jax.main --config configs/lra_listops.py:cpu --workdir DIR  # 2 CPU cores
 
 Config values are overridden with ml_collections flags (`--config.train.num_steps=100`).
 A run started again with the same workdir resumes from its latest checkpoint; `--eval_only`
 reports the test accuracy of the workdir's best checkpoint. User errors (bad config values,
-missing data) print one line `error: ...` and exit with status 2.
+missing data) print one line `error: ...` and exit with status 2. Only the project's log
+lines are shown; `--verbosity=1` adds every library's.
 """
 
+import importlib.util
 import logging
+import pathlib
 import re
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
+from rmaat_jax import console
 from rmaat_jax.config_checks import validate_config
 from rmaat_jax.errors import UserError
+
+
+def _config_help() -> str:
+  """The task configs and presets, for --help."""
+  spec = importlib.util.find_spec("configs")
+  folder = pathlib.Path(spec.origin).parent if spec and spec.origin else None
+  tasks = sorted(p.name for p in folder.glob("lra_*.py")) if folder else []
+  return ("Task config file, optionally followed by presets: configs/TASK.py[:PRESETS]. "
+          f"Task configs (in {folder}): {', '.join(tasks)}. Presets, comma-separated: "
+          "a model (rmaat: the default; rmt: softmax attention, BPTT, no retention; rlt: "
+          "linear attention, BPTT, no retention) and a size (cpu: minutes on 2 CPU cores), "
+          "e.g. configs/lra_listops.py:rmt,cpu. Override any field with --config.SECTION.FIELD"
+          "=VALUE (configs/default.py lists them).")
+
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events, results.")
 flags.DEFINE_bool("eval_only", False, "Only evaluate the best checkpoint in --workdir.")
-config_flags.DEFINE_config_file("config", None, "Training configuration file.",
-                                lock_config=True)
+config_flags.DEFINE_config_file("config", None, _config_help(), lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -82,10 +102,18 @@ def initialize_distributed(config) -> None:
   jax.distributed.initialize(**kwargs)  # no arguments: SLURM / cloud auto-detection
 
 
+def _devices(jax) -> str:
+  devices = jax.local_devices()
+  where = f" (process {jax.process_index()}/{jax.process_count()})" \
+      if jax.process_count() > 1 else ""
+  return f"{len(devices)} {devices[0].platform.upper()} device(s){where}"
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.getLogger().setLevel(logging.INFO)
+  console.configure(FLAGS.verbosity)
   config = FLAGS.config
   try:
     validate_config(config)  # before joining other processes, preparing data, compiling
@@ -96,8 +124,12 @@ def main(argv):
     from rmaat_jax import train
 
     initialize_distributed(config)
-    logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
-                 jax.process_count(), jax.local_devices())
+    model = config.model
+    logging.info("%s %s: %s attention, %s, %d layers of width %d, %d segments; %d steps "
+                 "into %s on %s.", "Evaluating" if FLAGS.eval_only else "Training",
+                 config.data.dataset, model.attention, model.backprop, model.num_layers,
+                 model.emb_dim, model.num_segments, config.train.num_steps, FLAGS.workdir,
+                 _devices(jax))
     if FLAGS.eval_only:
       results = train.evaluate_workdir(config, FLAGS.workdir)
     else:

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from rmaat_jax import console
+
 
 def tensorflow_available() -> bool:
   return importlib.util.find_spec("tensorflow") is not None
@@ -88,7 +90,8 @@ def create_writer_and_progress(workdir: str, num_train_steps: int, is_chief: boo
                                every_steps: int):
   """(writer, progress hook): clu's where TensorFlow is installed, else our fallback."""
   if tensorflow_available():
-    from clu import metric_writers, periodic_actions
+    with console.native_stderr_silenced():  # TensorFlow's import banners
+      from clu import metric_writers, periodic_actions
 
     writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
     progress = periodic_actions.ReportProgress(num_train_steps=num_train_steps,

@@ -20,6 +20,7 @@
 """
 
 
+import functools
 import json
 import logging
 import os
@@ -37,22 +38,17 @@ from flax.training import train_state
 from jax import lax
 from jax.experimental import multihost_utils
 
-from rmaat_jax import memory_check, metric_logging
+from rmaat_jax import config_checks, memory_check, metric_logging, workdir_config
 from rmaat_jax.checkpointing import Checkpoints, Preempted, PreemptionWatcher, tree_is_finite
-from rmaat_jax.config_checks import validate_config
 from rmaat_jax.data.pipeline import get_datasets
 from rmaat_jax.errors import UserError
 from rmaat_jax.models import build_model
 
 
 @flax.struct.dataclass
-class TrainMetrics(metrics.Collection):
-  loss: metrics.Average.from_output("loss")
-  accuracy: metrics.Accuracy
+class Metrics(metrics.Collection):
+  """Mean loss and accuracy, for training windows and evaluation alike."""
 
-
-@flax.struct.dataclass
-class EvalMetrics(metrics.Collection):
   loss: metrics.Average.from_output("loss")
   accuracy: metrics.Accuracy
 
@@ -71,10 +67,13 @@ def weight_decay_mask(params: Any) -> Any:
 
 
 def create_optimizer(train: ml_collections.ConfigDict):
+  warmup, warning = config_checks.warmup_steps(train)
+  if warning:
+    logging.warning(warning)
   schedule = optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=train.learning_rate, warmup_steps=train.warmup_steps,
+      init_value=0.0, peak_value=train.learning_rate, warmup_steps=warmup,
       # decay_steps counts the warmup too; keep one cosine step when warmup fills the run.
-      decay_steps=max(train.num_steps, train.warmup_steps + 1), end_value=0.0)
+      decay_steps=max(train.num_steps, warmup + 1), end_value=0.0)
   transforms = [optax.adamw(schedule, weight_decay=train.weight_decay,
                             mask=weight_decay_mask)]
   if train.grad_clip > 0:
@@ -97,7 +96,7 @@ def make_train_step(model, schedule):
     (_, (loss, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     grads = lax.pmean(grads, axis_name="batch")
     new_state = state.apply_gradients(grads=grads)
-    step_metrics = TrainMetrics.gather_from_model_output(
+    step_metrics = Metrics.gather_from_model_output(
         loss=loss, logits=logits, labels=batch["targets"])
     return new_state, step_metrics, schedule(state.step)
 
@@ -108,7 +107,8 @@ def make_eval_step(model):
   def eval_step(params, batch):
     logits = model.apply({"params": params}, batch["inputs"], train=False)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
-    return EvalMetrics.gather_from_model_output(
+    # Each device's own sums, merged on the host (evaluate): no collective in this step.
+    return Metrics.single_from_model_output(
         loss=loss, logits=logits, labels=batch["targets"], mask=batch["weights"] > 0)
 
   return jax.pmap(eval_step, axis_name="batch")
@@ -131,14 +131,31 @@ def _padded_batches(loader, batch_size: int, limit: int) -> Iterator[dict[str, n
     yield padded
 
 
+def _merge_leading(stacked: Metrics) -> Metrics:
+  """Merges metrics stacked along a leading (device or process) axis."""
+  parts = [jax.tree_util.tree_map(lambda x, i=i: x[i], stacked)
+           for i in range(len(jax.tree_util.tree_leaves(stacked)[0]))]
+  return functools.reduce(lambda a, b: a.merge(b), parts)
+
+
 def evaluate(eval_step, params, loader, batch_size: int, limit: int,
              num_devices: int) -> dict[str, float]:
+  """Metrics over `loader` (at most `limit` batches; 0: all), summed over all processes.
+
+  One evaluation step at a time, with no collective inside: on XLA's CPU runtime the devices
+  share a thread pool, and many independent multi-device steps in flight whose collectives
+  wait for each other could take every thread and abort after 40 s ("Termination timeout
+  for all gather") on a busy machine. Processes combine their sums once, at the end.
+  """
   total = None
   for batch in _padded_batches(loader, batch_size, limit):
-    step_metrics = flax.jax_utils.unreplicate(eval_step(params, _shard(batch, num_devices)))
+    per_device = jax.device_get(eval_step(params, _shard(batch, num_devices)))  # waits
+    step_metrics = _merge_leading(per_device)
     total = step_metrics if total is None else total.merge(step_metrics)
   if total is None:
     raise ValueError("the evaluation split is empty")
+  if jax.process_count() > 1:
+    total = _merge_leading(multihost_utils.process_allgather(total))
   return {k: float(v) for k, v in total.compute().items()}
 
 
@@ -180,7 +197,7 @@ def _diverged(what: str, step: int, ckpt: Checkpoints, train_cfg) -> TrainingDiv
   return TrainingDivergedError(f"{what} at step {step}; {where}; {hint}")
 
 
-def _window_to_json(window: TrainMetrics | None) -> dict[str, Any] | None:
+def _window_to_json(window: Metrics | None) -> dict[str, Any] | None:
   """The open logging window's sums; float32 -> JSON -> float32 is exact."""
   if window is None:
     return None
@@ -188,10 +205,10 @@ def _window_to_json(window: TrainMetrics | None) -> dict[str, Any] | None:
                                 flax.serialization.to_state_dict(window))
 
 
-def _window_from_json(saved: dict[str, Any] | None) -> TrainMetrics | None:
+def _window_from_json(saved: dict[str, Any] | None) -> Metrics | None:
   if saved is None:
     return None
-  empty = TrainMetrics.empty()
+  empty = Metrics.empty()
   typed = jax.tree_util.tree_map(lambda t, v: np.asarray(v, np.asarray(t).dtype),
                                  flax.serialization.to_state_dict(empty), saved)
   return flax.serialization.from_state_dict(empty, typed)
@@ -199,6 +216,8 @@ def _window_from_json(saved: dict[str, Any] | None) -> TrainMetrics | None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains `config.model` on `config.data`, evaluates, writes workdir/results.json."""
+  # Before data, compile or restore: checkpoints of another model stop the run here.
+  workdir_config.check_workdir(config, workdir)
   setup = _setup(config)
   model, datasets, state, schedule = setup.model, setup.datasets, setup.state, setup.schedule
   train_cfg, num_devices = config.train, jax.local_device_count()
@@ -209,6 +228,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   eval_step = make_eval_step(model)
 
   os.makedirs(workdir, exist_ok=True)
+  if is_chief:
+    workdir_config.record_config(config, workdir)
   ckpt = Checkpoints(workdir, train_cfg.keep_checkpoints, train_cfg.checkpoint_every,
                      train_cfg.num_steps)
   try:
@@ -223,7 +244,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer, progress = metric_logging.create_writer_and_progress(
         workdir, train_cfg.num_steps, is_chief, every_steps=train_cfg.log_every)
     if resumed_from is None:
-      writer.write_hparams({k: v for k, v in flat_config(config).items()})
+      writer.write_hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                            for k, v in workdir_config.flat_config(config).items()})
     rbase_key = flax.jax_utils.replicate(jax.random.key(train_cfg.seed + 1))
     # Train metrics since the last log; saved with each checkpoint, so a run resumed from any
     # step (a preemption's too) logs the same windows and ends with the same train_loss.
@@ -243,6 +265,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         meta.update(best_val_accuracy=val["accuracy"], best_step=step)
         ckpt.save_best(step, host_state(rstate),
                        {"val_accuracy": val["accuracy"], "step": step})
+        logging.info("Best validation accuracy so far (%.4f): step %d saved to %s.",
+                     val["accuracy"], step, ckpt.best.directory)
 
     def check_loss(step: int, loss) -> None:
       if not np.isfinite(float(loss)):
@@ -284,6 +308,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           meta["open_window"] = _window_to_json(window)
           ckpt.save_latest(step, host_state(rstate), train_iter, meta,
                            force=preempted)
+          logging.info("Checkpoint of step %d saving to %s.", step, ckpt.latest.directory)
         if preempted:
           ckpt.latest.wait_until_finished()
           writer.flush()
@@ -318,7 +343,7 @@ def compile_train_step(train_step, rstate, rbase_key, config: ml_collections.Con
   need = memory_check.check_fits(compiled, jax.local_devices()[0], config.model.backprop,
                                  config.train.get("memory_limit_gib", 0.0))
   if need is not None:
-    logging.info("One train step needs %.3f GiB per device.", need / 2 ** 30)
+    logging.info("Memory check: one train step needs %.1f MiB per device.", need / 2 ** 20)
   # Across processes the compiled step takes global arrays, the loop passes each process's
   # own: there the pmapped function is called (and compiles once more on its first call).
   return compiled if jax.process_count() == 1 else train_step
@@ -344,16 +369,6 @@ def _peak_memory() -> dict[str, float]:
   return {"peak_memory_gib": stats["peak_bytes_in_use"] / 2 ** 30}
 
 
-def flat_config(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
-  flat = {}
-  for key, value in config.items():
-    if isinstance(value, ml_collections.ConfigDict):
-      flat.update(flat_config(value, f"{prefix}{key}."))
-    else:
-      flat[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
-  return flat
-
-
 class _Setup(NamedTuple):
   model: Any
   datasets: Any
@@ -363,7 +378,7 @@ class _Setup(NamedTuple):
 
 def _setup(config: ml_collections.ConfigDict) -> _Setup:
   """Validates the config, then builds the model, the data and a fresh train state."""
-  model_config = validate_config(config, jax.device_count())
+  model_config = config_checks.validate_config(config, jax.device_count())
   # bf16 compute happens inside each segment step; parameters stay float32 (models/encoder.py).
   compute_dtype = jnp.bfloat16 if config.train.compute_dtype == "bfloat16" else jnp.float32
   model = build_model(model_config, compute_dtype)
@@ -380,6 +395,7 @@ def _setup(config: ml_collections.ConfigDict) -> _Setup:
 
 def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Eval-only mode: test accuracy of the best checkpoint in `workdir`."""
+  workdir_config.check_workdir(config, workdir, eval_only=True)
   setup = _setup(config)
   ckpt = Checkpoints(workdir, read_only=True)
   try:

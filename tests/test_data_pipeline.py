@@ -10,7 +10,7 @@ import tensorflow_datasets as tfds
 from data_fixtures import write_aan, write_fashion_mnist
 from PIL import Image
 
-from rmaat_jax.data import builders, listops, pathfinder, preprocess
+from rmaat_jax.data import builders, listops, pathfinder, pipeline, preprocess
 from rmaat_jax.data.pipeline import DataMissingError, get_datasets
 from rmaat_jax.models import ConfigError
 
@@ -49,7 +49,13 @@ def check_batch(batch, dataset, batch_size=4):
 
 # --- catalog datasets on tfds.testing.mock_data -------------------------------------------
 
-def test_cifar10_grayscale_pipeline_on_mock_data(tmp_path):
+@pytest.fixture
+def online(monkeypatch):
+  """mock_data replaces TFDS's download; the source check before it must pass too."""
+  monkeypatch.setattr(pipeline, "check_reachable", lambda url: None)
+
+
+def test_cifar10_grayscale_pipeline_on_mock_data(tmp_path, online):
   with tfds.testing.mock_data(num_examples=12):
     ds = get_datasets(make_config("image", tmp_path, download=True))
     batch = first_batches(ds.validation, 1)[0]
@@ -62,7 +68,7 @@ def test_cifar10_grayscale_pipeline_on_mock_data(tmp_path):
   assert batch["targets"][0] == record["label"]
 
 
-def test_imdb_byte_pipeline_on_mock_data(tmp_path):
+def test_imdb_byte_pipeline_on_mock_data(tmp_path, online):
   with tfds.testing.mock_data(num_examples=8):
     ds = get_datasets(make_config("text", tmp_path, download=True))
     batch = first_batches(ds.test, 1)[0]
@@ -80,7 +86,31 @@ def test_catalog_dataset_missing_fails_at_once(tmp_path):
     get_datasets(make_config("image", tmp_path / "empty"))
   message = str(err.value)
   assert "cifar10" in message and str(tmp_path / "empty") in message
-  assert "download=True" in message
+  assert "download=True" in message and "--config.data.dataset=fashion_mnist" in message
+
+
+def test_failed_download_leaves_nothing_behind(tmp_path, online, monkeypatch):
+  data_dir = tmp_path / "tfds"
+  (data_dir / "downloads").mkdir(parents=True)
+  (data_dir / "downloads" / "kept.tar.gz").write_text("an earlier download")
+
+  def fail_midway(builder, **kwargs):  # what TFDS leaves when the connection drops
+    (data_dir / "cifar10" / "incomplete.X_3.0.2").mkdir(parents=True)
+    (data_dir / "downloads" / "cifar10").mkdir()
+    (data_dir / "downloads" / "cifar10" / "archive.tar.gz.tmp.123").write_text("partial")
+    raise ConnectionError("Connection aborted\nmore traceback text")
+
+  monkeypatch.setattr(pipeline, "_download_and_prepare", fail_midway)
+  with pytest.raises(DataMissingError, match=r"\(ConnectionError: Connection aborted\); offline"):
+    get_datasets(make_config("image", data_dir, download=True))
+  left = sorted(p.relative_to(data_dir).as_posix() for p in data_dir.rglob("*"))
+  assert left == ["downloads", "downloads/kept.tar.gz"]
+
+
+def test_unreachable_source_is_reported(monkeypatch):
+  monkeypatch.setenv("no_proxy", "127.0.0.1")  # a proxy in the environment would answer
+  why = pipeline.check_reachable("http://127.0.0.1:9/closed-port")
+  assert why is not None and "Connection refused" in why
 
 
 # --- our builders on fixture files ---------------------------------------------------------

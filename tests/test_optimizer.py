@@ -51,3 +51,46 @@ def test_adamw_shrinks_only_the_masked_leaves():
   assert moved == _by_name(train.weight_decay_mask(params))
   new = optax.apply_updates(params, updates)
   np.testing.assert_array_equal(new["memory_init"], params["memory_init"])
+
+
+def test_warmup_longer_than_the_run_is_scaled_down(caplog):
+  config = default.get_config()
+  config.train.update(num_steps=200, warmup_steps=1000, learning_rate=1e-3)
+  _, schedule = train.create_optimizer(config.train)
+  assert [r.getMessage() for r in caplog.records if "warmup" in r.getMessage()] == [
+      "train.warmup_steps=1000 is longer than train.num_steps=200; warming up for 20 steps "
+      "(10% of the run) instead"]
+  np.testing.assert_allclose(schedule(10), 5e-4, rtol=1e-6)  # halfway up
+  np.testing.assert_allclose(schedule(20), 1e-3, rtol=1e-6)  # peak at 10 %, then cosine
+  assert schedule(21) < 1e-3 and schedule(200) < 1e-6
+  config.train.warmup_steps = 150  # within the run: as configured, no warning
+  caplog.clear()
+  _, schedule = train.create_optimizer(config.train)
+  np.testing.assert_allclose(schedule(150), 1e-3, rtol=1e-6)
+  assert not caplog.records
+
+
+def test_eval_step_has_no_collectives():
+  """A collective in the eval step can deadlock forced CPU devices (train.evaluate)."""
+  from jaxpr_walk import all_eqns
+
+  model = build_model(TINY)
+  params = _params()
+  batch = {"inputs": jnp.ones((1, 2, TINY["seq_len"]), jnp.int32),
+           "targets": jnp.zeros((1, 2), jnp.int32), "weights": jnp.ones((1, 2))}
+  stacked = jax.tree_util.tree_map(lambda x: x[None], params)
+  collectives = {"all_gather", "psum", "pmax", "pmin", "ppermute", "all_to_all",
+                 "reduce_scatter", "psum_scatter"}
+
+  def names(fn, *args):
+    return {eqn.primitive.name for eqn in all_eqns(jax.make_jaxpr(fn)(*args).jaxpr)}
+
+  assert not names(train.make_eval_step(model), stacked, batch) & collectives
+  config = default.get_config()
+  tx, schedule = train.create_optimizer(config.train)
+  state = train.train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+  rstate = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], state)
+  key = jax.random.key(0)[None]
+  used = names(train.make_train_step(model, schedule), rstate,
+               {k: batch[k] for k in ("inputs", "targets")}, key)
+  assert used & collectives  # the walk sees the train step's gradient mean

@@ -11,9 +11,14 @@ IndexSampler shuffles deterministically, and the iterator state is checkpointabl
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import logging
 import pathlib
+import shutil
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,6 +26,7 @@ import grain.python as grain
 import numpy as np
 import tensorflow_datasets as tfds
 
+from rmaat_jax import console
 from rmaat_jax.data import builders, listops, pathfinder, preprocess
 from rmaat_jax.data.tasks import TASKS, Task, check_data_config, get_task
 from rmaat_jax.errors import ConfigError, DataFormatError, DataMissingError
@@ -146,6 +152,65 @@ def _generated_source(name: str, task: Task, data_config) -> tuple[Any, pathlib.
   return builder_config, out, source
 
 
+def _download_and_prepare(builder, **kwargs) -> None:
+  """TFDS's preparation, with its progress bars and banners only at --verbosity >= 1."""
+  logging.info("Preparing %s as ArrayRecord in %s.", builder.name, builder.data_dir)
+  if not console.quiet():
+    builder.download_and_prepare(**kwargs)
+    return
+  tfds.disable_progress_bar()
+  with contextlib.redirect_stdout(io.StringIO()):
+    builder.download_and_prepare(**kwargs)
+
+
+PROBE_TIMEOUT_S = 10.0
+
+
+def check_reachable(url: str) -> str | None:
+  """None if `url`'s server answers (any HTTP status), else why not. Honours the proxy
+  environment variables, as TFDS's downloader does."""
+  try:
+    urllib.request.urlopen(urllib.request.Request(url, method="HEAD"),
+                           timeout=PROBE_TIMEOUT_S).close()
+  except urllib.error.HTTPError:
+    return None  # the server answered
+  except (OSError, ValueError) as e:  # URLError, timeouts, refused connections
+    reason = getattr(e, "reason", e)
+    return f"{type(reason).__name__}: {reason}"
+  return None
+
+
+def _download_catalog(builder, task: Task, name: str, data_dir: pathlib.Path) -> None:
+  """TFDS downloads and prepares a catalog dataset; fails within seconds without internet.
+
+  Offline, TFDS's downloader would retry for minutes and end in a long traceback, leaving
+  an empty dataset folder and a `.tmp` download behind. The source is probed first, and
+  whatever a failed preparation created under data_dir is removed.
+  """
+  def failure(why: str) -> DataMissingError:
+    return DataMissingError(f"{name}: cannot download TFDS '{task.catalog}' ({why}); "
+                            f"offline, {task.offline}")
+
+  why = check_reachable(task.download_url)
+  if why is not None:
+    raise failure(f"{task.download_url} is unreachable: {why}")
+  downloads = data_dir / "downloads"
+  before = {p for folder in (data_dir, downloads) if folder.is_dir() for p in folder.iterdir()}
+  try:
+    _download_and_prepare(builder, file_format="array_record")
+  except Exception as e:  # network errors, a truncated archive, a full disk
+    for folder in (downloads, data_dir):
+      for path in (set(folder.iterdir()) if folder.is_dir() else set()) - before:
+        if path.is_dir():
+          shutil.rmtree(path, ignore_errors=True)
+        else:
+          path.unlink()
+    if data_dir.is_dir() and not any(data_dir.iterdir()) and not before:
+      data_dir.rmdir()
+    text = str(e).strip().splitlines()
+    raise failure(f"{type(e).__name__}: {text[0][:200] if text else ''}") from e
+
+
 def prepare_builder(name: str, data_config) -> tuple[tfds.core.DatasetBuilder, str]:
   """Returns a prepared ArrayRecord builder for dataset `name` and a source description."""
   task = get_task(name)
@@ -156,9 +221,9 @@ def prepare_builder(name: str, data_config) -> tuple[tfds.core.DatasetBuilder, s
       if not data_config.download:
         raise DataMissingError(
             f"{name}: TFDS dataset '{task.catalog}' is not prepared in {builder.data_dir} "
-            "and data.download=False. Run once with --config.data.download=True on a "
-            f"machine with internet (or copy a prepared {task.catalog} into data.data_dir).")
-      builder.download_and_prepare(file_format="array_record")
+            "and data.download=False: rerun with --config.data.download=True on a machine "
+            f"with internet; offline, {task.offline}")
+      _download_catalog(builder, task, name, data_dir)
     return builder, f"TFDS {task.catalog} ({builder.data_dir})"
   if data_config.get("generate", False):
     builder_config, manual_dir, source = _generated_source(name, task, data_config)
@@ -173,8 +238,8 @@ def prepare_builder(name: str, data_config) -> tuple[tfds.core.DatasetBuilder, s
                                             file_format="array_record")
   if not builder.is_prepared():
     builder.locate_files(manual_dir)  # missing files: DataMissingError, before TFDS runs
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+    _download_and_prepare(
+        builder, download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
   return builder, source
 
 
@@ -209,7 +274,6 @@ def get_datasets(config, *, process_index: int = 0, process_count: int = 1,
   builder, source = prepare_builder(name, data_config)
   if barrier is not None and process_index == 0:
     barrier()
-  logging.info("Data: %s.", source)
   sources = [_data_source(builder, split, name) for split in task.splits]
   transform = ToModelInputs(task.kind, int(config.model.seq_len), task.pad_id, task.vocab_size,
                             name)

@@ -30,6 +30,8 @@ class Task:
   builder: str = ""  # class name in rmaat_jax.data.builders (resolved by the pipeline)
   length: int | None = None  # fixed length of pixel tasks
   generator: str = ""  # "listops" | "pathfinder" when data.generate may be used
+  download_url: str = ""  # catalog datasets: checked before TFDS downloads (fails fast)
+  offline: str = ""  # what to do without internet (catalog datasets)
 
 
 TASKS: dict[str, Task] = {
@@ -38,12 +40,20 @@ TASKS: dict[str, Task] = {
                     generator="listops"),
     "text": Task("LRA Text (IMDb bytes; LRA evaluates on test for validation too)",
                  ("train", "test", "test"), "text", preprocess.BYTE_VOCAB_SIZE, 2, 0,
-                 catalog="imdb_reviews"),
+                 catalog="imdb_reviews",
+                 download_url="http://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz",
+                 offline="prepare imdb_reviews on a machine with internet and copy its "
+                 "folder into data.data_dir"),
     "retrieval": Task("LRA Retrieval (AAN)", ("train", "validation", "test"), "pair",
                       preprocess.BYTE_VOCAB_SIZE, 2, 0, builder="LraRetrieval"),
     "image": Task("LRA Image (CIFAR-10 grayscale)", ("train[:90%]", "train[90%:]", "test"),
                   "image_rgb", preprocess.PIXEL_VOCAB_SIZE, 10, -1, catalog="cifar10",
-                  length=1024),
+                  length=1024,
+                  download_url="https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+                  offline="use the substitute "
+                  "--config.data.dataset=fashion_mnist (Debian's dataset-fashion-mnist; results "
+                  "are labelled and not comparable with CIFAR-10), or copy a prepared cifar10 "
+                  "into data.data_dir"),
     "fashion_mnist": Task(
         "Image (Fashion-MNIST) - offline SUBSTITUTE for LRA Image, not comparable with "
         "CIFAR-10 results", ("train[:90%]", "train[90%:]", "test"), "tokens",

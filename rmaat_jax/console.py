@@ -1,0 +1,80 @@
+"""What a run prints: the project's own log lines by default, every library's on request.
+
+A short training run used to print mostly orbax's INFO chatter, TFDS progress bars and
+TensorFlow/XLA start-up banners. By default (`--verbosity=0`) only records logged from this
+project (and clu's metric lines, which are the run's progress and validation numbers) reach
+the console, plus any library's errors; `--verbosity=1` (absl's flag) shows everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import warnings
+from collections.abc import Iterator
+
+# Where the records we keep come from (logging.LogRecord.pathname fragments).
+_PROJECT_PATHS = tuple(os.sep + p for p in (
+    "rmaat_jax" + os.sep, "configs" + os.sep, "experiments" + os.sep,
+    os.path.join("clu", "metric_writers", "logging_writer.py"),
+    os.path.join("clu", "platform", "local.py")))  # ReportProgress: steps/s and the ETA
+
+_UPTIME = re.compile(r"\[\d+\] uptime=")
+_quiet = False
+
+
+class ProjectOnly(logging.Filter):
+  """Passes this project's records and any record at ERROR or above."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.levelno >= logging.ERROR:
+      return True
+    message = record.getMessage()
+    if message.startswith("[Hyperparameters]") or _UPTIME.match(message):
+      return False  # the whole config (workdir/config.json has it) and seconds since start
+    return any(p in record.pathname for p in _PROJECT_PATHS)
+
+
+def configure(verbosity: int) -> None:
+  """Call before JAX, TensorFlow or TFDS are imported (their start-up lines are C++ logs)."""
+  global _quiet
+  _quiet = verbosity < 1
+  if not _quiet:
+    return
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # XLA's C++ INFO lines
+  for handler in logging.getLogger().handlers:
+    handler.addFilter(ProjectOnly())
+  # Libraries' deprecation notices and the like; the project's own warnings still show.
+  warnings.filterwarnings("ignore")
+  warnings.filterwarnings("default", module=r"(rmaat_jax|configs|experiments)(\.|$)")
+
+
+def quiet() -> bool:
+  """True unless --verbosity >= 1: data preparation then hides TFDS's progress output."""
+  return _quiet
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+  """When quiet: C++ code's stderr output (file descriptor 2) is dropped inside the block.
+
+  For importing TensorFlow (clu's metric writers), which prints its oneDNN and CPU-feature
+  banners through absl's C++ logging before any Python setting can stop it. Python
+  exceptions are unaffected: they are printed after the block.
+  """
+  if not _quiet:
+    yield
+    return
+  sys.stderr.flush()
+  saved = os.dup(2)
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  try:
+    os.dup2(devnull, 2)
+    yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(devnull)
