@@ -1,7 +1,7 @@
 """LRA ListOps: 2000 tokens padded to 2048 = 4 segments of 512; LRA's base config.
 Presets (`:rmt`, `:rlt`, `:cpu`): configs/presets.py.
 
-Vocabulary (DATA.md section 1): pad, unk, digits 0-9, [MIN, [MAX, [MED, [SM and the
+Vocabulary (docs/data.md section 2.1): pad, unk, digits 0-9, [MIN, [MAX, [MED, [SM and the
 closing bracket `]` = 17 ids; 10 classes.
 """
 
@@ -28,7 +28,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   config.train.num_steps = 5000
   config.train.learning_rate = 5e-4
   config.data.dataset = "listops"
-  # Offline by default: 96K / 2K / 2K generated trees (DATA.md section 2). With LRA's files:
+  # Offline by default: 96K / 2K / 2K generated trees (docs/data.md section 3). With LRA's files:
   # --config.data.generate=False --config.data.manual_dir=/path/to/lra_release/listops-1000
   config.data.generate = True
   # :cpu (presets.py): the shared small model; these steps train on 2 CPU cores in minutes.

@@ -1,6 +1,6 @@
 """Training memory and step time of RMAAT, JAX vs PyTorch, BPTT vs AMRB, vs segments.
 
-    python experiments/compare_memory.py [--segments 2 4 8 16 32] [--tasks text retrieval]
+    python -m experiments.compare_memory [--segments 2 4 8 16 32] [--tasks text retrieval]
         [--batch 2] [--repeats 3] [--out_dir experiments/results] [--device auto|cpu|gpu]
         [--quick] [--toy]
 
@@ -40,12 +40,11 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # repository root
-
 # The parent process only orchestrates: jax and torch are imported by the measuring
 # subprocesses (compare_memory_measure), and by the parent only to look for a GPU.
-from experiments.compare_memory_report import TASKS, plot, summary, table  # noqa: E402
+from experiments.compare_memory_report import TASKS, plot, summary, table
+
+HERE = Path(__file__).resolve().parent
 
 FRAMEWORKS, MODES = ("jax", "torch"), ("bptt", "amrb")
 
@@ -76,8 +75,9 @@ def _run_in_subprocess(jobs: list[list], rows_file: Path) -> list[dict]:
   allocator state affect the other's timings. On GPU every measurement gets its own
   process, because JAX cannot reset its peak-memory counter.
   """
-  proc = subprocess.Popen([sys.executable, __file__, "--_jobs", json.dumps(jobs)],
-                          stdout=subprocess.PIPE, text=True)
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "experiments.compare_memory", "--_jobs", json.dumps(jobs)],
+      cwd=HERE.parent, stdout=subprocess.PIPE, text=True)
   rows = []
   for line in proc.stdout:
     if line.startswith("ROW "):

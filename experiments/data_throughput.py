@@ -1,6 +1,6 @@
 """Generator speed and input-pipeline throughput (issue 3).
 
-    python experiments/data_throughput.py [--data_dir DIR] [--batches 50]
+    python -m experiments.data_throughput [--data_dir DIR] [--batches 50]
 
 - ListOps generator: ms per accepted tree (median of 3 runs of 2000 trees).
 - Pathfinder generator: hard images per second on one core (median of 3 runs) and with

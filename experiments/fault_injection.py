@@ -1,6 +1,6 @@
 """Fault-injection campaign: does a run survive being killed, corrupted, preempted, diverging?
 
-    python experiments/fault_injection.py [--trials 10] [--others 3] [--out_dir DIR]
+    python -m experiments.fault_injection [--trials 10] [--others 3] [--out_dir DIR]
 
 A tiny model on generated ListOps (40 steps, a checkpoint and a validation every 5 steps, a
 log every 2) is trained once without faults (the reference), then, each trial in a fresh
@@ -22,8 +22,8 @@ compared with the reference (bar `resumed_from_step`):
 Counted per trial: survived (identical results; for `nan` the clean stop), steps redone
 (the killed run's last logged step minus the step the rerun resumed from: work lost, to
 within one logging step, expected), and checkpoints lost (a complete checkpoint the rerun
-did not resume from, other than a deliberately corrupted one: must be 0). Uses the test
-suite's fault primitives (tests/trainer_fixtures.py). Writes
+did not resume from, other than a deliberately corrupted one: must be 0). Uses the fault
+primitives of tests/test_faults.py (experiments/faults.py). Writes
 experiments/results/fault_injection.{json,md}.
 """
 
@@ -37,15 +37,10 @@ import re
 import shutil
 import signal
 import statistics
-import sys
 import tempfile
 import time
 
-HERE = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))  # the fault primitives the tests use
-sys.path.insert(0, str(HERE.parent))
-
-from trainer_fixtures import (  # noqa: E402
+from experiments.faults import (
     CORRUPTIONS,
     corrupt_checkpoint,
     error_lines,
@@ -57,6 +52,7 @@ from trainer_fixtures import (  # noqa: E402
     wait_for_path,
 )
 
+HERE = pathlib.Path(__file__).resolve().parent
 TRAIN = {"train.num_steps": 40, "train.checkpoint_every": 5, "train.eval_every": 5,
          "train.log_every": 2}
 DIVERGE = {"train.num_steps": 12, "train.checkpoint_every": 1, "train.eval_every": 1,

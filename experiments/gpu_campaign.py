@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 
+from experiments.faults import config_flags, tiny_listops
 from experiments.learning_curves import read_scalars
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -43,10 +44,6 @@ LISTOPS_OVERHEAD_S = 150
 DRY_THROUGHPUT = ["--configs", "lra_image", "--preset", "cpu", "--batch", "2", "--steps", "1"]
 DRY_MEMORY = ["--toy", "--segments", "2", "--tasks", "text", "--batch", "1", "--repeats", "1",
               "--device", "cpu"]
-DRY_LISTOPS = {"model.seq_len": 64, "model.num_segments": 2, "model.emb_dim": 16,
-               "model.num_heads": 2, "model.num_layers": 1, "model.mlp_dim": 32,
-               "train.batch_size": 4, "train.num_eval_batches": 2,
-               "data.generate_sizes": "(40,8,8)"}
 
 
 def run_phase(name: str, command: list[str], timeout_s: float, log_dir: pathlib.Path,
@@ -134,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
   listops_dir = workdir / "listops"
   seconds = remaining() - LISTOPS_OVERHEAD_S
-  flags = dict(DRY_LISTOPS) if args.dry_run else {}
+  flags = tiny_listops() if args.dry_run else {}  # dry run: the tests' tiny model
   steps = 3 if args.dry_run else listops_steps(
       args.out_dir / f"train_throughput_{tag}.json", seconds, fallback_step_s=0.1)
   evals = 1 if args.dry_run else 10  # validations in the run
@@ -147,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     flags["data.data_dir"] = str(workdir / "tfds")
   listops_cmd = python + ["rmaat_jax.main", "--config", "configs/lra_listops.py",
                           f"--workdir={listops_dir}"]
-  listops_cmd += [f"--config.{k}={v}" for k, v in flags.items()]
+  listops_cmd += config_flags(flags)
   phases.append(run_phase("listops", listops_cmd, max(remaining() - 20, 60), workdir, env))
   curve = listops_curve(listops_dir) if listops_dir.exists() else {}
   (args.out_dir / f"{tag}_listops.json").write_text(json.dumps(

@@ -22,7 +22,7 @@ import platform
 
 import jax
 
-from rmaat_jax.profiling import gradient_step_profile
+from rmaat_jax.memory import gradient_step_profile
 
 HERE = pathlib.Path(__file__).resolve().parent
 MODES = ("bptt", "remat", "amrb")

@@ -20,9 +20,7 @@ torch generators, so they differ from JAX's, but AMRB's replay reproduces them e
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,9 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repository root
-
-from experiments.torch_rmaat_layers import (  # noqa: E402
+from experiments.torch_rmaat_layers import (
   AstroPositions,
   Dense,
   Embed,
@@ -40,9 +36,9 @@ from experiments.torch_rmaat_layers import (  # noqa: E402
   LayerNorm,
   gelu,
 )
-from experiments.torch_rmaat_recurrent import run_segments  # noqa: E402
-from rmaat_jax.models.config import ModelConfig  # noqa: E402
-from rmaat_jax.models.retention import retention_factors  # noqa: E402
+from experiments.torch_rmaat_recurrent import run_segments
+from rmaat_jax.models.config import ModelConfig
+from rmaat_jax.models.retention import retention_factors
 
 __all__ = ["RMAATTorch", "build_torch_model", "load_jax_params", "torch_grads_as_jax_tree",
            "torch_params_as_jax_tree"]

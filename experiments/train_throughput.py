@@ -15,19 +15,17 @@ import datetime
 import json
 import pathlib
 import statistics
-import sys
 import time
 
 import flax
 import jax
 import numpy as np
 
-HERE = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # the repository's configs/ package
+import configs
+from rmaat_jax import train
+from rmaat_jax.models import build_model
 
-import configs  # noqa: E402
-from rmaat_jax import train  # noqa: E402
-from rmaat_jax.models import build_model  # noqa: E402
+HERE = pathlib.Path(__file__).resolve().parent
 
 CONFIGS = ("lra_listops", "lra_text", "lra_retrieval", "lra_image", "lra_pathfinder")
 

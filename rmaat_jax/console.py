@@ -2,8 +2,8 @@
 
 A short training run used to print mostly orbax's INFO chatter, TFDS progress bars and
 TensorFlow/XLA start-up banners. By default (`--verbosity=0`) only records logged from this
-project (and clu's metric lines, which are the run's progress and validation numbers) reach
-the console, plus any library's errors; `--verbosity=1` (absl's flag) shows everything.
+project reach the console, plus any library's errors; `--verbosity=1` (absl's flag) shows
+everything.
 """
 
 from __future__ import annotations
@@ -11,18 +11,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import sys
 import warnings
 from collections.abc import Iterator
 
 # Where the records we keep come from (logging.LogRecord.pathname fragments).
-_PROJECT_PATHS = tuple(os.sep + p for p in (
-    "rmaat_jax" + os.sep, "configs" + os.sep, "experiments" + os.sep,
-    os.path.join("clu", "metric_writers", "logging_writer.py"),
-    os.path.join("clu", "platform", "local.py")))  # ReportProgress: steps/s and the ETA
+_PROJECT_PATHS = tuple(os.sep + p + os.sep for p in ("rmaat_jax", "configs", "experiments"))
 
-_UPTIME = re.compile(r"\[\d+\] uptime=")
 _quiet = False
 
 
@@ -32,9 +27,6 @@ class ProjectOnly(logging.Filter):
   def filter(self, record: logging.LogRecord) -> bool:
     if record.levelno >= logging.ERROR:
       return True
-    message = record.getMessage()
-    if message.startswith("[Hyperparameters]") or _UPTIME.match(message):
-      return False  # the whole config (workdir/config.json has it) and seconds since start
     return any(p in record.pathname for p in _PROJECT_PATHS)
 
 
@@ -59,11 +51,11 @@ def quiet() -> bool:
 
 @contextlib.contextmanager
 def native_stderr_silenced() -> Iterator[None]:
-  """When quiet: C++ code's stderr output (file descriptor 2) is dropped inside the block.
+  """When quiet: output of C++ code to file descriptor 2 is dropped inside the block.
 
-  For importing TensorFlow (clu's metric writers), which prints its oneDNN and CPU-feature
-  banners through absl's C++ logging before any Python setting can stop it. Python
-  exceptions are unaffected: they are printed after the block.
+  For TensorFlow's import (the tensorboard package's event writer uses it where it is
+  installed), which prints oneDNN and CPU-feature banners through absl's C++ logging before
+  any Python setting can stop it. Python exceptions are unaffected: they print after the block.
   """
   if not _quiet:
     yield

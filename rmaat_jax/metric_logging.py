@@ -1,15 +1,15 @@
-"""Metric writers and progress reports, with or without TensorFlow.
+"""TensorBoard scalars and console lines for a training run, without TensorFlow.
 
-clu's writers and periodic actions import TensorFlow. Where it is installed we use them
-(`create_default_writer`: TensorBoard events in the workdir plus console logging, and
-`periodic_actions.ReportProgress`). Where it is not (the GPU hosts here), the same scalars
-and hyper-parameters go to TensorBoard event files through the tensorboard package's own
-event writer, and a small progress reporter logs steps/s and the ETA.
+clu's metric writers need TensorFlow, which the GPU hosts do not have. The trainer needs
+only scalars and hyper-parameters: they go to TensorBoard event files through the
+tensorboard package's own writer (the same events clu's SummaryWriter writes; it uses
+TensorFlow's file API where TensorFlow is installed, a stub where not), and to the console as
+one line per step. One code path with and without TensorFlow. The progress reporter logs steps/s
+and the ETA like clu's ReportProgress.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import time
 from collections.abc import Mapping
@@ -20,100 +20,76 @@ import numpy as np
 from rmaat_jax import console
 
 
-def tensorflow_available() -> bool:
-  return importlib.util.find_spec("tensorflow") is not None
-
-
 class EventFileWriter:
-  """The subset of clu's MetricWriter the trainer uses, on tensorboard's event writer."""
+  """The part of clu's MetricWriter interface the trainer uses, on tensorboard's writer.
 
-  def __init__(self, logdir: str, log_to_console: bool = True):
-    from tensorboard.summary.writer.event_file_writer import EventFileWriter as _Writer
+  `logdir=None` (processes other than the chief): console lines only.
+  """
 
-    self._writer = _Writer(logdir)
-    self._log = log_to_console
+  def __init__(self, logdir: str | None):
+    self._writer = None
+    if logdir is not None:
+      from tensorboard.summary.writer.event_file_writer import EventFileWriter as _Writer
 
-  def _event(self, step: int, values: list):
+      # It writes through TensorFlow's file API where TensorFlow is installed (else a stub):
+      # TensorFlow's import prints banners from C++.
+      with console.native_stderr_silenced():
+        self._writer = _Writer(logdir)
+
+  def _add(self, step: int, values: list) -> None:
     from tensorboard.compat.proto import event_pb2, summary_pb2
 
-    return event_pb2.Event(wall_time=time.time(), step=int(step),
-                           summary=summary_pb2.Summary(value=values))
+    if self._writer is not None:
+      self._writer.add_event(event_pb2.Event(
+          wall_time=time.time(), step=int(step), summary=summary_pb2.Summary(value=values)))
 
-  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+  def write_scalars(self, step: int, scalars: Mapping[str, Any], log: bool = True) -> None:
     from tensorboard.compat.proto import summary_pb2
 
-    values = [summary_pb2.Summary.Value(tag=k, simple_value=float(v))
-              for k, v in scalars.items()]
-    self._writer.add_event(self._event(step, values))
-    if self._log:
-      logging.info("[%d] %s", step, ", ".join(f"{k}={float(v):.6g}"
-                                              for k, v in scalars.items()))
+    values = {k: float(np.asarray(v)) for k, v in scalars.items()}
+    self._add(step, [summary_pb2.Summary.Value(tag=k, simple_value=v)
+                     for k, v in values.items()])
+    if log:
+      logging.info("[%d] %s", step, ", ".join(f"{k}={v:.6g}" for k, v in values.items()))
 
   def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+    """For TensorBoard's HParams tab (not logged: workdir/config.json holds the config)."""
     from tensorboard.plugins.hparams import summary_v2
 
-    # The hparams plugin's protobuf, built without TensorFlow.
-    pb = summary_v2.hparams_pb(dict(hparams))
-    self._writer.add_event(self._event(0, list(pb.value)))
-    if self._log:
-      logging.info("Hyper-parameters: %s", dict(hparams))
+    self._add(0, list(summary_v2.hparams_pb(dict(hparams)).value))
 
   def flush(self) -> None:
-    self._writer.flush()
+    if self._writer is not None:
+      self._writer.flush()
 
   def close(self) -> None:
-    self._writer.close()
+    if self._writer is not None:
+      self._writer.close()
 
 
 class ProgressReporter:
-  """Logs steps/s and the ETA every `every_steps` (clu's ReportProgress without TF)."""
+  """Logs steps/s and the ETA every `every_steps` (and writes steps_per_sec)."""
 
-  def __init__(self, num_train_steps: int, writer, every_steps: int):
+  def __init__(self, num_train_steps: int, writer: EventFileWriter, every_steps: int):
     self._total, self._writer, self._every = num_train_steps, writer, every_steps
     self._last_step, self._last_time = None, None
 
   def __call__(self, step: int) -> None:
     now = time.time()
-    if self._last_step is None:
+    if self._last_step is None:  # the first step includes compilation: time from here
       self._last_step, self._last_time = step, now
       return
-    if step - self._last_step < self._every and step < self._total:
+    if step % self._every and step < self._total:
       return
     rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
     eta_min = (self._total - step) / max(rate, 1e-9) / 60
-    self._writer.write_scalars(step, {"steps_per_sec": rate})
     logging.info("Step %d/%d: %.2f steps/s, ETA %.1f min", step, self._total, rate, eta_min)
+    self._writer.write_scalars(step, {"steps_per_sec": rate}, log=False)  # said just above
     self._last_step, self._last_time = step, now
 
 
 def create_writer_and_progress(workdir: str, num_train_steps: int, is_chief: bool,
-                               every_steps: int):
-  """(writer, progress hook): clu's where TensorFlow is installed, else our fallback."""
-  if tensorflow_available():
-    with console.native_stderr_silenced():  # TensorFlow's import banners
-      from clu import metric_writers, periodic_actions
-
-    writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
-    progress = periodic_actions.ReportProgress(num_train_steps=num_train_steps,
-                                               writer=writer, every_steps=every_steps)
-    return writer, progress
-  logging.warning("TensorFlow is not installed: logging to TensorBoard through the "
-                  "tensorboard package's event writer instead of clu's writers.")
-  writer = EventFileWriter(workdir) if is_chief else _ConsoleWriter()
+                               every_steps: int) -> tuple[EventFileWriter, ProgressReporter]:
+  """(writer, progress hook); only the chief process writes event files."""
+  writer = EventFileWriter(workdir if is_chief else None)
   return writer, ProgressReporter(num_train_steps, writer, every_steps)
-
-
-class _ConsoleWriter:
-  """Non-chief processes log to the console only."""
-
-  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
-    logging.info("[%d] %s", step, {k: float(np.asarray(v)) for k, v in scalars.items()})
-
-  def write_hparams(self, hparams: Mapping[str, Any]) -> None:
-    logging.info("Hyper-parameters: %s", dict(hparams))
-
-  def flush(self) -> None:
-    pass
-
-  def close(self) -> None:
-    pass

@@ -16,7 +16,7 @@
 - A NaN or Inf training loss, parameters or validation loss stop training
   (TrainingDivergedError, exit 2) before anything non-finite is saved or chosen as best.
 - The train step is compiled ahead of time and its memory checked against the device's
-  (memory_check.py): a step that cannot fit stops with advice instead of failing mid-run.
+  (memory.py): a step that cannot fit stops with advice instead of failing mid-run.
 """
 
 
@@ -38,7 +38,7 @@ from flax.training import train_state
 from jax import lax
 from jax.experimental import multihost_utils
 
-from rmaat_jax import config_checks, memory_check, metric_logging, workdir_config
+from rmaat_jax import config_checks, memory, metric_logging, workdir_config
 from rmaat_jax.checkpointing import Checkpoints, Preempted, PreemptionWatcher, tree_is_finite
 from rmaat_jax.data.pipeline import get_datasets
 from rmaat_jax.errors import UserError
@@ -273,7 +273,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         raise _diverged(f"training loss is {float(loss)}", step, ckpt, train_cfg)
 
     unchecked = None  # (step, loss) read one step late, so the host does not wait each step
-    with PreemptionWatcher(ckpt.latest) as preemption, memory_check.advise_on_oom(
+    with PreemptionWatcher(ckpt.latest) as preemption, memory.advise_on_oom(
         config.model.backprop):
       while step < train_cfg.num_steps:
         batch = _shard(next(train_iter), num_devices)
@@ -299,7 +299,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           scalars = {f"train_{k}": v for k, v in window.compute().items()}
           meta["last_window_loss"] = float(scalars["train_loss"])
           scalars["learning_rate"] = float(flax.jax_utils.unreplicate(lr))
-          scalars.update(_peak_memory())
+          scalars.update(memory.peak_memory())
           writer.write_scalars(step, scalars)
           window = None
         if validate_now:
@@ -317,7 +317,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           raise Preempted(step)
     ckpt.latest.wait_until_finished()
 
-    results = test_best(config, model, datasets, eval_step, host_state(rstate), ckpt)
+    results = evaluate_best_checkpoint(config, datasets, eval_step, host_state(rstate), ckpt)
   finally:
     ckpt.close()  # also on errors: a save in flight completes
   results.update(steps=step, train_loss=meta["last_window_loss"],
@@ -333,14 +333,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 def compile_train_step(train_step, rstate, rbase_key, config: ml_collections.ConfigDict,
                        info) -> Any:
   """The pmapped step compiled ahead of time, after checking that it fits in memory
-  (memory_check.check_fits: OutOfMemoryError suggesting backprop="amrb" if it does not)."""
+  (memory.check_fits: OutOfMemoryError suggesting backprop="amrb" if it does not)."""
   num_devices = jax.local_device_count()
   per_device = config.train.batch_size // jax.process_count() // num_devices
   shape = (num_devices, per_device) + ((2,) if info.dual_encoder else ()) + (info.seq_len,)
   # Concrete (zero) arrays: lowering pmap across processes does not take abstract ones.
   batch = {"inputs": np.zeros(shape, np.int32), "targets": np.zeros(shape[:2], np.int32)}
   compiled = train_step.lower(rstate, batch, rbase_key).compile()
-  need = memory_check.check_fits(compiled, jax.local_devices()[0], config.model.backprop,
+  need = memory.check_fits(compiled, jax.local_devices()[0], config.model.backprop,
                                  config.train.get("memory_limit_gib", 0.0))
   if need is not None:
     logging.info("Memory check: one train step needs %.1f MiB per device.", need / 2 ** 20)
@@ -349,8 +349,8 @@ def compile_train_step(train_step, rstate, rbase_key, config: ml_collections.Con
   return compiled if jax.process_count() == 1 else train_step
 
 
-def test_best(config, model, datasets, eval_step, template: train_state.TrainState,
-              ckpt: Checkpoints) -> dict[str, Any]:
+def evaluate_best_checkpoint(config, datasets, eval_step, template: train_state.TrainState,
+                             ckpt: Checkpoints) -> dict[str, Any]:
   """Restores the best-validation checkpoint (into a host-memory `template` state) and
   evaluates it on the test split."""
   best_step, state, best_meta = ckpt.restore_best(template)
@@ -360,13 +360,6 @@ def test_best(config, model, datasets, eval_step, template: train_state.TrainSta
                   jax.local_device_count())
   return {"best_step": int(best_step), "val_accuracy": best_meta["val_accuracy"],
           "test_accuracy": test["accuracy"], "test_loss": test["loss"]}
-
-
-def _peak_memory() -> dict[str, float]:
-  stats = jax.local_devices()[0].memory_stats() or {}
-  if "peak_bytes_in_use" not in stats:
-    return {}
-  return {"peak_memory_gib": stats["peak_bytes_in_use"] / 2 ** 30}
 
 
 class _Setup(NamedTuple):
@@ -399,9 +392,8 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[st
   setup = _setup(config)
   ckpt = Checkpoints(workdir, read_only=True)
   try:
-    results = test_best(config, setup.model, setup.datasets,
-                        make_eval_step(setup.model),
-                        jax.device_get(setup.state), ckpt)
+    results = evaluate_best_checkpoint(config, setup.datasets, make_eval_step(setup.model),
+                                       jax.device_get(setup.state), ckpt)
   finally:
     ckpt.close()
   if jax.process_index() == 0:

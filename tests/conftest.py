@@ -10,7 +10,16 @@ if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 
 
 import pytest  # noqa: E402
-from trainer_fixtures import prepare_listops_data  # noqa: E402
+
+from experiments.faults import listops_flags, run_main  # noqa: E402
+
+
+def prepare_listops_data(data_dir) -> None:
+  """Generates and prepares the tiny ListOps set in `data_dir` with a one-step run (which
+  also fills this worker's compilation cache with the tiny model's programs)."""
+  code, stderr = run_main(data_dir / "warmup", *listops_flags(data_dir, **{
+      "train.num_steps": 1}))
+  assert code == 0, stderr
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,10 @@
-"""Small files in the real formats of LRA's releases and Fashion-MNIST, for tests."""
+"""Small files in the real formats of LRA's releases and Fashion-MNIST, and minimal data
+configs for get_datasets, for tests."""
 
 import gzip
 import pathlib
 
+import ml_collections
 import numpy as np
 
 from rmaat_jax.data import listops
@@ -53,3 +55,25 @@ def max_min_rows() -> list[tuple[str, int]]:
       for b in range(10):
         rows.append((f"( ( ( {op} {a} ) {b} ) ] )", fn(a, b)))
   return rows
+
+
+# --- minimal configs for get_datasets ------------------------------------------------------
+
+# Per dataset: seq_len, and (vocab_size, num_classes, pad_id, dual_encoder).
+SEQ = {"listops": 64, "text": 96, "retrieval": 48, "image": 1024, "fashion_mnist": 1024,
+       "pathfinder": 1024}
+MODEL = {"listops": (17, 10, 0, False), "text": (257, 2, 0, False),
+         "retrieval": (257, 2, 0, True), "image": (256, 10, -1, False),
+         "fashion_mnist": (256, 10, -1, False), "pathfinder": (256, 2, -1, False)}
+
+
+def make_config(dataset, data_dir, batch_size=4, seed=0, **data):
+  vocab, classes, pad, dual = MODEL[dataset]
+  config = ml_collections.ConfigDict()
+  config.model = dict(vocab_size=vocab, num_classes=classes, seq_len=SEQ[dataset],
+                      pad_id=pad, dual_encoder=dual)
+  config.train = dict(batch_size=batch_size, seed=seed)
+  config.data = {**dict(dataset=dataset, data_dir=str(data_dir), download=False,
+                        manual_dir="", generate=False, generate_sizes=(24, 8, 8),
+                        generate_seed=0, generate_workers=1, num_workers=0), **data}
+  return config

@@ -4,10 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from data_fixtures import max_min_rows, write_listops
-from test_data_pipeline import make_config
-from trainer_fixtures import error_lines, listops_flags, run_main
+from data_fixtures import make_config, max_min_rows, write_listops
 
+from experiments.faults import error_lines, listops_flags, run_main
 from rmaat_jax.data import pathfinder
 from rmaat_jax.data.pipeline import ToModelInputs, get_datasets
 from rmaat_jax.errors import DataFormatError

@@ -7,13 +7,13 @@ import subprocess
 import sys
 import time
 
-from trainer_fixtures import ROOT, error_lines, listops_flags, main_env, run_main
+from experiments.faults import ROOT, error_lines, listops_flags, main_env, run_main
 
 CONFIG = str(ROOT / "configs" / "lra_listops.py")
 LOG_LINE = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ ([\w.]+):\d+\] (.*)$")
-# Files whose log records a default (quiet) run shows: ours, and clu's metric lines and ETA.
-PROJECT_FILES = {"main.py", "train.py", "pipeline.py", "checkpointing.py", "memory_check.py",
-                 "logging_writer.py", "local.py"}
+# Files whose log records a default (quiet) run shows: the project's.
+PROJECT_FILES = {"main.py", "train.py", "pipeline.py", "checkpointing.py", "memory.py",
+                 "metric_logging.py"}
 
 
 def run_elsewhere(cwd, workdir, *overrides, timeout=600):

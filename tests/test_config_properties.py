@@ -14,8 +14,8 @@ import ml_collections
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from trainer_fixtures import error_lines, run_main
 
+from experiments.faults import error_lines, run_main
 from rmaat_jax.config_checks import validate_config
 from rmaat_jax.data.pipeline import TASKS
 from rmaat_jax.errors import ConfigError

@@ -89,10 +89,12 @@ def test_unknown_preset_on_the_command_line_is_one_error_line(tmp_path):
 
 
 def test_checking_a_config_imports_neither_jax_nor_the_data_libraries():
-  # The command line validates first: a mistake must cost a fraction of a second.
+  # The command line validates first: a mistake must cost a fraction of a second. The checks
+  # import the Pathfinder generator (for its difficulties), which must not render its stamps.
   code = ("import sys, rmaat_jax.config_checks, configs.lra_listops; "
           "print(sorted(m for m in ('jax', 'flax', 'grain', 'tensorflow_datasets', "
-          "'tensorflow') if m in sys.modules))")
+          "'tensorflow') if m in sys.modules)); "
+          "print(sys.modules['rmaat_jax.data.pathfinder'].stamps.cache_info().currsize)")
   out = subprocess.run([sys.executable, "-c", code], cwd=CONFIG_DIR.parent,
                        capture_output=True, text=True, timeout=60, check=True)
-  assert out.stdout.strip() == "[]", out.stdout
+  assert out.stdout.split() == ["[]", "0"], out.stdout

@@ -3,34 +3,15 @@
 import gzip
 import pathlib
 
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from data_fixtures import write_aan, write_fashion_mnist
+from data_fixtures import MODEL, SEQ, make_config, write_aan, write_fashion_mnist
 from PIL import Image
 
 from rmaat_jax.data import builders, listops, pathfinder, pipeline, preprocess
 from rmaat_jax.data.pipeline import DataMissingError, get_datasets
 from rmaat_jax.models import ConfigError
-
-SEQ = {"listops": 64, "text": 96, "retrieval": 48, "image": 1024, "fashion_mnist": 1024,
-       "pathfinder": 1024}
-MODEL = {"listops": (17, 10, 0, False), "text": (257, 2, 0, False),
-         "retrieval": (257, 2, 0, True), "image": (256, 10, -1, False),
-         "fashion_mnist": (256, 10, -1, False), "pathfinder": (256, 2, -1, False)}
-
-
-def make_config(dataset, data_dir, batch_size=4, seed=0, **data):
-  vocab, classes, pad, dual = MODEL[dataset]
-  config = ml_collections.ConfigDict()
-  config.model = dict(vocab_size=vocab, num_classes=classes, seq_len=SEQ[dataset],
-                      pad_id=pad, dual_encoder=dual)
-  config.train = dict(batch_size=batch_size, seed=seed)
-  config.data = {**dict(dataset=dataset, data_dir=str(data_dir), download=False,
-                        manual_dir="", generate=False, generate_sizes=(24, 8, 8),
-                        generate_seed=0, generate_workers=1, num_workers=0), **data}
-  return config
 
 
 def first_batches(loader, n):

@@ -12,17 +12,17 @@ import time
 
 import orbax.checkpoint as ocp
 import pytest
-from trainer_fixtures import (
-    corrupt_checkpoint,
-    error_lines,
-    kill_during_checkpoint_write,
-    listops_flags,
-    results_without_resume,
-    run_main,
-    tmp_dirs,
-    wait_for_path,
-)
 
+from experiments.faults import (
+  corrupt_checkpoint,
+  error_lines,
+  kill_during_checkpoint_write,
+  listops_flags,
+  results_without_resume,
+  run_main,
+  tmp_dirs,
+  wait_for_path,
+)
 from rmaat_jax.checkpointing import PREEMPTED_EXIT_STATUS, tree_is_finite
 
 # Checkpoints at 5, 10, ..., 30 (the last 3 kept) fall inside logging windows of 4 steps, so

@@ -2,9 +2,14 @@
 
 import json
 
+import pytest
+
 from experiments import gpu_campaign
 
 
+# Slow set: a minute of subprocesses that check the campaign script's plumbing, not the model
+# or the trainer (each phase's trainer and benchmark paths are covered by the default set).
+@pytest.mark.slow
 def test_dry_run_runs_every_phase_and_writes_its_results(tmp_path):
   out = tmp_path / "results"
   code = gpu_campaign.main(["--dry_run", "--out_dir", str(out),

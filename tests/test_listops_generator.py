@@ -1,6 +1,6 @@
-"""ListOps generator, LRA file format and tokeniser (DATA.md sections 1 and 2).
+"""ListOps generator, LRA file format and tokeniser (docs/data.md sections 2.1 and 3).
 
-Labels are checked with an evaluator written here from the spec alone: it parses LRA's
+Labels are checked with an evaluator written here from that description alone: it parses LRA's
 binarised format strictly and shares no code with the module.
 """
 
@@ -134,7 +134,8 @@ def test_lengths_distinct_and_statistics(sample):
   lengths = np.array([sum(t not in "()" for t in s.split(" ")) for s, _ in examples])
   assert lengths.min() > 500 and lengths.max() < 2000
   assert len({s for s, _ in examples}) == len(examples)
-  # DATA.md: ~8 % of roots accepted, mean L ~1058, labels 0 and 9 ~17 % each.
+  # docs/data.md section 3.4: ~8 % of roots accepted, mean L ~1036 (the bounds also hold
+  # the older ~1058 reference), labels 0 and 9 ~17 % each.
   assert 0.06 < stats.accepted / stats.roots < 0.10
   assert abs(lengths.mean() - 1058) < 80
   assert 850 < np.median(lengths) < 1100

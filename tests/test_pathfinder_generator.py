@@ -1,6 +1,7 @@
 """Pathfinder-32 generator: contour geometry from its own records, image statistics,
 reproducibility, and the CLI's LRA layout."""
 
+import pickle
 import subprocess
 import sys
 
@@ -11,8 +12,8 @@ from PIL import Image
 from rmaat_jax.data import pathfinder as pf
 
 # Hard-set statistics of the original snakes2.py at LRA's Pathfinder32 arguments, run with
-# scipy.misc/cv2 emulated (230 images; see the module docstring). DATA.md's 20.3 / 0.34 are
-# not what that code produces.
+# scipy.misc/cv2 emulated (230 images; docs/data.md section 4.4). The 20.3 / 0.34 reported
+# elsewhere are not what that code produces.
 HARD_MEAN, HARD_NONZERO = 27.9, 0.454
 
 
@@ -159,3 +160,14 @@ def test_write_dataset_resume_skips_complete_batches(tmp_path):
   pf.write_dataset(tmp_path, "easy", 5, 0, batch_size=2, resume=True,
                    on_batch=lambda n, batches: calls.append((n, batches)))
   assert calls == [(2, 1)] and len(pf.read_metadata(root)) == 5
+
+
+def test_write_dataset_spawns_its_workers(tmp_path, monkeypatch):
+  # A fork would copy a parent that may hold JAX's threads; a spawned worker imports its
+  # function by module and name, so that function must live at module level.
+  assert pickle.loads(pickle.dumps(pf._write_batch)) is pf._write_batch
+  methods = []
+  get_context = pf.mp.get_context
+  monkeypatch.setattr(pf.mp, "get_context", lambda m=None: methods.append(m) or get_context(m))
+  root = pf.write_dataset(tmp_path, "easy", 4, 0, workers=2, batch_size=2)
+  assert methods == ["spawn"] and len(pf.read_metadata(root)) == 4

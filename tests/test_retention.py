@@ -1,4 +1,4 @@
-"""Tests for the memory retention factor (METHOD.md section 4)."""
+"""Tests for the memory retention factor (docs/method.md section 4)."""
 
 from __future__ import annotations
 

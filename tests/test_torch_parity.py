@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import sys
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -26,11 +24,9 @@ import optax
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repository root
-
-from experiments.torch_rmaat import build_torch_model, torch_grads_as_jax_tree  # noqa: E402
-from experiments.torch_rmaat_memory import SavedTensorMeter  # noqa: E402
-from rmaat_jax.models import ModelConfig, build_model  # noqa: E402
+from experiments.torch_rmaat import build_torch_model, torch_grads_as_jax_tree
+from experiments.torch_rmaat_memory import SavedTensorMeter
+from rmaat_jax.models import ModelConfig, build_model
 
 SEGMENT_LEN, BATCH = 16, 2
 BASE = dict(vocab_size=23, num_classes=3, emb_dim=16, num_heads=2, num_layers=1,

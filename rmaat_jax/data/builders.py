@@ -82,7 +82,7 @@ class LraListops(ManualFilesBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        description="ListOps token ids (brackets '(' ')' dropped, ']' kept; DATA.md)",
+        description="ListOps token ids ('(' ')' dropped, ']' kept; docs/data.md section 2.1)",
         features=tfds.features.FeaturesDict({
             "inputs": _tokens_feature(),
             "targets": tfds.features.ClassLabel(num_classes=10)}),

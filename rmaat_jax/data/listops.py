@@ -1,10 +1,11 @@
 """ListOps (Nangia & Bowman 2018, as LRA generates it): generator, file format, tokeniser.
 
-DATA.md sections 1 and 2. The generator grows a batch of trees breadth-first in lockstep in
-numpy arrays, abandons a tree as soon as its length reaches MAX_LENGTH, and evaluates and
-serialises the accepted trees with vectorised passes, about 10x faster than the recursive
-original. Accepted trees are distributed exactly as in the original: abandoning a tree early
-only skips draws that could not change its rejection.
+The generator grows a batch of trees breadth-first in lockstep in numpy arrays, abandons a
+tree as soon as its length reaches MAX_LENGTH, and evaluates and serialises the accepted
+trees with vectorised passes, about 10x faster than the recursive original. Accepted trees
+are distributed exactly as in the original: abandoning a tree early only skips draws that
+could not change its rejection. The trees, the format and the statistics: docs/data.md
+section 3; the tokeniser's convention: section 2.1.
 
     python -m rmaat_jax.data.listops --out DIR [--num_train N --num_val N --num_test N --seed S]
 
@@ -36,7 +37,7 @@ ROOTS_PER_BATCH = 4096  # part of the seeded output: changing it changes the dat
 SPLIT_FILES = ("basic_train.tsv", "basic_val.tsv", "basic_test.tsv")
 HEADER = "Source\tTarget"
 
-# Model vocabulary (DATA.md section 1): parentheses are dropped, `]` is kept.
+# Model vocabulary (docs/data.md section 2.1): parentheses are dropped, `]` is kept.
 VOCAB = ["<pad>", "<unk>", *"0123456789", *OPERATORS, END]
 VOCAB_SIZE = len(VOCAB)
 PAD_ID, UNK_ID = 0, 1

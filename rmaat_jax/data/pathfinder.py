@@ -1,46 +1,19 @@
 """Pathfinder-32 generator (Linsley et al. 2018; Kim et al. 2020) at LRA's 32 px settings.
 
-A vectorised re-implementation of snakes.py/snakes2.py (github.com/drewlinsley/pathfinder) with
-LRA's Pathfinder32 arguments (DATA.md section 3): every dash is one of 378 precomputed 9 x 9
-stamps (360 seed angles, 18 ring offsets) and thousands of attempts grow in lockstep on
-[K, 40, 40] uint8 occupancy canvases (32 px plus a 4 px border, so stamps never clip).
-
-Rendering as in the original with scipy.misc semantics (these details set the statistics): a
-dash is a 1 px Bresenham line 4 px long drawn at 2x in a 17 x 17 window and LANCZOS-shrunk to
-9 x 9 in uint8 (imresize); its occupancy is that line dilated by a radius-2 disc at 2x, shrunk the
-same way. LANCZOS ringing leaves 1-3/255 halos, a good part of the non-zero pixels. Contrast:
-target dashes 0.75 * 2 = 1.5, distractors 2.0 (the original hands them snake_contrast_list=[2]
-alone), markers (radius-1.5 discs at 2x, LANCZOS-shrunk) 1; max-combined, then min-max rescaled
-to 0-255 with rounding (bytescale). Checked against the original code at LRA's arguments with
-scipy.misc and cv2.dilate emulated: mean pixel / non-zero 27.9 / 45.4 % (hard) and 20.7 / 34.8 %
-(easy) there, 27.9 / 45.6 % and 20.9 / 35.3 % here; same distractor counts (4.65 vs 4.63 of 5),
-seed rule and step distribution. DATA.md's 20.3 / 34 % and 13.0 / 22.9 % are not what that code
-produces at these arguments.
-
-Geometry as in the original: seeds at integer degrees; a seed tail is free where the occupancy
-dilated by the dash's core is <= 0.3, cv2.dilate ignoring what falls off the image (so some
-tails on the last row/column pass and ~44 % of hard pairs die at their first step, as there).
-The pair's first seed may use only the central 4 x 4 px, the second sits 7 px away; seeds are
-redrawn up to 3 times while head or pivot leave the image. A step moves the pivot 4 px and draws
-among the 18 truncated ring offsets of radius 3, weighted by (1 - margin-dilated occupancy) *
-cos^2(turn), up to 3 draws, accepting a dash if occupancy + its mask < 1.8; a contour's newest
-dash joins the occupancy only when the next is placed. Deviations, to keep contours disjoint: a
-pair dash is also checked against the other contour's newest dash (hard pair success 1.7 %, not
-2.3 %), both final dashes enter the occupancy before the distractors (the original forgets one),
-and a distractor's seed dash must pass the < 1.8 test against other dashes (else it uses up one
-of its 3 seed trials). Labels are exactly balanced per batch instead of a coin flip per image.
-Distractors: 20 // (L // 3) contours of L // 3 dashes, 5 tries each, skipped if all fail.
+A vectorised re-implementation of the original snakes2.py: dashes are precomputed 9 x 9
+stamps (rendered on first use, not at import) and thousands of attempts grow in lockstep on
+uint8 occupancy canvases. What it reproduces, where it deviates, and the measured image
+statistics: docs/data.md section 4.
 
 CLI: python -m rmaat_jax.data.pathfinder --out DIR --difficulty hard --num N --seed S --workers K
-writes DIR/curv_contour_length_{6,9,14}/imgs/<b>/sample_<i>.png and metadata/<b>.npy, TEXT (as
-LRA reads it) with the original's 11 fields a line: imgs/<b> sample_<i>.png <i> <label> 1.0 <L>
-<L // 3> 2 0.5 1 1 (continuity, lengths, paddle length, thickness, margin, contrast count).
-Batch b draws from default_rng([seed, L, b]): the output does not depend on the worker count.
+writes LRA's layout (curv_contour_length_<L>/imgs/<b>/sample_<i>.png and metadata/<b>.npy);
+the output does not depend on the worker count.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import multiprocessing as mp
 import os
@@ -51,7 +24,6 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 from rmaat_jax.errors import DataFormatError, DataMissingError
 
@@ -71,6 +43,8 @@ def _sincos(theta: np.ndarray) -> np.ndarray:
 
 def _dash_stamps(thetas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """(image, occupancy) uint8 [n, 9, 9] stamps of dashes anchored at the centre pixel."""
+  from PIL import Image, ImageDraw  # PIL only where pixels are drawn: importing stays cheap
+
   c = (DASH + 1 + MARGIN) * AA
   disc = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if dy * dy + dx * dx <= 4]
   imgs, occs = [], []
@@ -87,21 +61,15 @@ def _dash_stamps(thetas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # Ring of candidate dash ends: one sample per pixel of arc at radius 3, truncated to pixels.
 _ang = np.deg2rad(np.arange(0, 360, 360 / (2 * (DASH + MARGIN) * np.pi)))
-RING = np.unique(np.floor((DASH + MARGIN) * _sincos(_ang)).astype(np.int64), axis=0)
+_ends = np.floor((DASH + MARGIN) * _sincos(_ang)).astype(np.int64).tolist()
+# The sorted distinct ends: np.unique(axis=0)'s result, without its import of numpy.ma (12 ms).
+RING = np.array(sorted(set(map(tuple, _ends))), np.int64)
 RING_ORIENT = np.arctan2(RING[:, 0], RING[:, 1])
 _flip = np.where(RING_ORIENT < 0, RING_ORIENT + np.pi, RING_ORIENT - np.pi)
 # Stamp ids: 0-359 seed dashes at -180..179 degrees, then ring dashes (drawn back towards the
 # pivot), then an all-zero stamp for absent distractors.
 RING_SID = 360
 ZERO_SID = 360 + len(RING)
-_img, _occ = _dash_stamps(np.concatenate([np.deg2rad(np.arange(-180, 180)), _flip]))
-STAMP_IMG = np.concatenate([_img, np.zeros((1, 9, 9), np.uint8)]).astype(np.float32) / 255
-STAMP_OCC = np.concatenate([_occ, np.zeros((1, 9, 9), np.uint8)])
-# A seed tail p is free if the occupancy dilated by the dash's full-occupancy core is <= 0.3;
-# the original's 7 x 7 head-centric structuring element puts that core at offset (i-3, j-3), and
-# cv2.dilate ignores what falls outside the image (so some tails on the last row/column pass).
-SEED_KERNEL = STAMP_OCC[:360, :7, :7] == FULL
-_SEED_OFFS = [(i, j) for i in range(7) for j in range(7) if SEED_KERNEL[:, i, j].any()]
 _W = np.arange(9)
 FRAME = np.zeros((CAN, CAN), np.uint8)
 FRAME[PAD:PAD + SIZE, PAD:PAD + SIZE] = FULL
@@ -111,20 +79,54 @@ INSIDE[PAD:PAD + SIZE, PAD:PAD + SIZE] = 1
 INNER[PAD + 1:PAD + SIZE - 1, PAD + 1:PAD + SIZE - 1] = 1
 
 
-def _free_tails(canvas: np.ndarray, sid: np.ndarray) -> np.ndarray:
-  """bool [n, 32 * 32]: tails where seed dash sid[k] may start on canvas[k] (original rule)."""
+@dataclasses.dataclass(frozen=True)
+class Stamps:
+  """The precomputed dash stamps and what derives from them (see stamps())."""
+
+  img: np.ndarray  # float32 [379, 9, 9] in [0, 1]: what a dash draws (stamp ids above)
+  occ: np.ndarray  # uint8 [379, 9, 9] in 1/255: the occupancy it claims
+  seed_kernel: np.ndarray  # bool [360, 7, 7]: seed dash cores, for the free-tail rule
+  seed_offs: tuple[tuple[int, int], ...]  # the (i, j) any seed kernel uses
+  pair_free: np.ndarray  # bool [360, 32 * 32]: where the pair's first seed may start
+
+
+def _free_tails(canvas: np.ndarray, sid: np.ndarray, tables: Stamps | None = None) -> np.ndarray:
+  """bool [n, 32 * 32]: tails where seed dash sid[k] may start on canvas[k] (original rule).
+
+  A tail is free if the occupancy dilated by the dash's full-occupancy core is <= 0.3; the
+  original's 7 x 7 head-centric structuring element puts that core at offset (i-3, j-3), and
+  cv2.dilate ignores what falls outside the image (so some tails on the last row/column pass).
+  """
+  tables = tables or stamps()
   dil = np.zeros((len(sid), SIZE, SIZE), np.uint8)
-  for i, j in _SEED_OFFS:
-    sel = SEED_KERNEL[sid, i, j]
+  for i, j in tables.seed_offs:
+    sel = tables.seed_kernel[sid, i, j]
     part = canvas[sel, PAD + i - 3:PAD + i - 3 + SIZE, PAD + j - 3:PAD + j - 3 + SIZE]
     dil[sel] = np.maximum(dil[sel], part)
   return (dil <= FREE).reshape(len(sid), SIZE * SIZE)
 
 
-# The pair's first seed: everything but the central 4 x 4 px (2 x seed distance) is blocked.
-_lined, _c = FRAME | INNER * FULL, slice(PAD + 2 * SEED_DISTANCE, PAD + SIZE - 2 * SEED_DISTANCE)
-_lined[_c, _c] = 0
-PAIR_FREE = _free_tails(np.broadcast_to(_lined, (360, CAN, CAN)), np.arange(360))
+@functools.cache
+def stamps() -> Stamps:
+  """Renders the 378 dash stamps (360 seed angles, 18 ring offsets) once, on first use.
+
+  Cached per process (about 50 ms), so importing this module renders nothing: the config
+  checks import it for CONTOUR_LENGTHS alone.
+  """
+  img, occ = _dash_stamps(np.concatenate([np.deg2rad(np.arange(-180, 180)), _flip]))
+  img = np.concatenate([img, np.zeros((1, 9, 9), np.uint8)]).astype(np.float32) / 255
+  occ = np.concatenate([occ, np.zeros((1, 9, 9), np.uint8)])
+  kernel = occ[:360, :7, :7] == FULL
+  offs = tuple((i, j) for i in range(7) for j in range(7) if kernel[:, i, j].any())
+  partial = Stamps(img, occ, kernel, offs, np.zeros(0, bool))
+  # The pair's first seed: everything but the central 4 x 4 px (2 x seed distance) is blocked.
+  lined = FRAME | INNER * FULL
+  c = slice(PAD + 2 * SEED_DISTANCE, PAD + SIZE - 2 * SEED_DISTANCE)
+  lined[c, c] = 0
+  pair_free = _free_tails(np.broadcast_to(lined, (360, CAN, CAN)), np.arange(360), partial)
+  for a in (img, occ, kernel, pair_free):
+    a.flags.writeable = False  # shared through the cache
+  return dataclasses.replace(partial, pair_free=pair_free)
 
 
 def _window(rows: np.ndarray, pos: np.ndarray):
@@ -133,9 +135,9 @@ def _window(rows: np.ndarray, pos: np.ndarray):
           pos[:, 1, None, None] + _W[None, None, :])
 
 
-def _paste(canvas: np.ndarray, rows: np.ndarray, pos: np.ndarray, stamps: np.ndarray) -> None:
+def _paste(canvas: np.ndarray, rows: np.ndarray, pos: np.ndarray, tiles: np.ndarray) -> None:
   idx = _window(rows, pos)  # clipped to the image like the original's placement
-  canvas[idx] = np.maximum(canvas[idx], stamps * INSIDE[idx[1:]])
+  canvas[idx] = np.maximum(canvas[idx], tiles * INSIDE[idx[1:]])
 
 
 def _fits(canvas: np.ndarray, rows: np.ndarray, pos: np.ndarray, sid: np.ndarray,
@@ -143,7 +145,7 @@ def _fits(canvas: np.ndarray, rows: np.ndarray, pos: np.ndarray, sid: np.ndarray
   """Whether dash sid placed at pos stays below the overlap threshold (optionally frame-blind)."""
   idx = _window(rows, pos)
   win = canvas[idx] if frame else canvas[idx] * INNER[idx[1:]]
-  return (win.astype(np.int16) + STAMP_OCC[sid]).max((1, 2)) < REJECT
+  return (win.astype(np.int16) + stamps().occ[sid]).max((1, 2)) < REJECT
 
 
 def _pick(rng, free: np.ndarray) -> np.ndarray:
@@ -192,13 +194,14 @@ def _extend(rng, canvas, rows, pivot, orient):
 
 def _grow_pairs(rng, n: int, length: int) -> tuple[np.ndarray, np.ndarray]:
   """n attempts at the two target contours -> dashes [m, 2, length, 3] and occupancy [m]."""
+  occ_stamps = stamps().occ
   tail, deg, ok = np.zeros((n, 2, 2), np.int64), np.zeros((n, 2), np.int64), np.ones(n, bool)
   for c in (0, 1):  # the original's seed loops: 3 draws while the head or pivot leave the image
     todo = np.flatnonzero(ok)
     for _ in range(TRIALS):
       d = rng.integers(-180, 180, len(todo))
       if c == 0:
-        t = _pick(rng, PAIR_FREE[d + 180])
+        t = _pick(rng, stamps().pair_free[d + 180])
       else:  # the second seed sits 7 px from the first, in a random direction
         a = np.deg2rad(rng.integers(0, 360, len(todo)))
         t = (tail[todo, 0] + np.round(SEED_DISTANCE * _sincos(a))).astype(np.int64)
@@ -214,24 +217,25 @@ def _grow_pairs(rng, n: int, length: int) -> tuple[np.ndarray, np.ndarray]:
   # view[:, c]: what contour c must avoid = committed dashes + the other contour's newest
   view = np.broadcast_to(FRAME, (n, 2, CAN, CAN)).copy()
   for c in (0, 1):
-    _paste(view[:, c], rows, tail[rows, 1 - c], STAMP_OCC[deg[rows, 1 - c] + 180])
+    _paste(view[:, c], rows, tail[rows, 1 - c], occ_stamps[deg[rows, 1 - c] + 180])
   for step in range(1, length):
     for c in (0, 1):
       ok, pos, sid, o, piv = _extend(rng, view[:, c], rows, pivot[rows, c], orient[rows, c])
       rows, pos, sid, o, piv = rows[ok], pos[ok], sid[ok], o[ok], piv[ok]
       prev = dashes[rows, c, step - 1]
-      _paste(view[:, c], rows, prev[:, :2], STAMP_OCC[prev[:, 2]])
-      _paste(view[:, 1 - c], rows, pos, STAMP_OCC[sid])
+      _paste(view[:, c], rows, prev[:, :2], occ_stamps[prev[:, 2]])
+      _paste(view[:, 1 - c], rows, pos, occ_stamps[sid])
       dashes[rows, c, step, :2], dashes[rows, c, step, 2] = pos, sid
       pivot[rows, c], orient[rows, c] = piv, o
   last = dashes[rows, 0, -1]
   occ = view[rows, 0]
-  _paste(occ, np.arange(len(rows)), last[:, :2], STAMP_OCC[last[:, 2]])
+  _paste(occ, np.arange(len(rows)), last[:, :2], occ_stamps[last[:, 2]])
   return dashes[rows], occ
 
 
 def _grow_one(rng, canvas: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
   """One distractor attempt on every canvas (changed in place only where ok) -> ok, dashes."""
+  occ_stamps = stamps().occ
   n = len(canvas)
   inner = canvas[:, PAD:PAD + SIZE, PAD:PAD + SIZE]
   ok = (inner <= FREE).sum((1, 2)) >= 0.01 * SIZE * SIZE  # stop_with_availability=0.01
@@ -258,10 +262,10 @@ def _grow_one(rng, canvas: np.ndarray, length: int) -> tuple[np.ndarray, np.ndar
     rows, local, pos, sid = rows[good], local[good], pos[good], sid[good]
     o, piv = o[good], piv[good]
     prev = dashes[rows, step - 1]
-    _paste(view, local, prev[:, :2], STAMP_OCC[prev[:, 2]])
+    _paste(view, local, prev[:, :2], occ_stamps[prev[:, 2]])
     dashes[rows, step, :2], dashes[rows, step, 2] = pos, sid
     pivot[rows], orient[rows] = piv, o
-  _paste(view, local, dashes[rows, -1, :2], STAMP_OCC[dashes[rows, -1, 2]])
+  _paste(view, local, dashes[rows, -1, :2], occ_stamps[dashes[rows, -1, 2]])
   canvas[rows] = view[local]
   ok = np.zeros(n, bool)
   ok[rows] = True
@@ -271,6 +275,8 @@ def _grow_one(rng, canvas: np.ndarray, length: int) -> tuple[np.ndarray, np.ndar
 @functools.cache
 def _marker(y: int, x: int) -> np.ndarray:
   """The original's draw_circle: a radius-1.5 disc at 2x, LANCZOS-shrunk, in [0, 1]."""
+  from PIL import Image
+
   yy, xx = np.ogrid[-y * AA:(SIZE - y) * AA, -x * AA:(SIZE - x) * AA]
   disc = ((xx ** 2 + yy ** 2 <= (MARKER_RADIUS * AA) ** 2) * 255).astype(np.uint8)
   return np.asarray(Image.fromarray(disc).resize((SIZE, SIZE), Image.LANCZOS)) / 255.0
@@ -284,6 +290,7 @@ def generate_batch(num: int, difficulty: str, rng: np.random.Generator):
   with (y, x) the dash's anchor pixel, so contour[0, :2] is its origin tip and contour[-1, :2]
   its far tip. markers is [2, 2]: A's origin tip, then A's (label 1) or B's (label 0) far tip.
   """
+  img_stamps = stamps().img
   length = CONTOUR_LENGTHS[difficulty]
   d_len = length // 3
   d_num = 20 // d_len
@@ -315,7 +322,7 @@ def generate_batch(num: int, difficulty: str, rng: np.random.Generator):
   rows = np.arange(num)
   for group, contrast in ((pairs, TARGET_CONTRAST), (distract, DISTRACTOR_CONTRAST)):
     for d in group.reshape(num, -1, 3).transpose(1, 0, 2):
-      _paste(canvas, rows, d[:, :2], STAMP_IMG[d[:, 2]] * contrast)
+      _paste(canvas, rows, d[:, :2], img_stamps[d[:, 2]] * contrast)
   far = np.where(labels[:, None] == 1, pairs[:, 0, -1, :2], pairs[:, 1, -1, :2])
   markers = np.stack([pairs[:, 0, 0, :2], far], 1)
   image = canvas[:, PAD:PAD + SIZE, PAD:PAD + SIZE].astype(np.float64)
@@ -331,9 +338,10 @@ def generate_batch(num: int, difficulty: str, rng: np.random.Generator):
 
 def occupancy(contour: np.ndarray) -> np.ndarray:
   """Occupancy mask [32, 32] in [0, 1] of a contour record (for checks)."""
+  occ_stamps = stamps().occ
   canvas = np.zeros((1, CAN, CAN), np.uint8)
   for y, x, sid in contour:
-    _paste(canvas, np.zeros(1, np.int64), np.array([[y, x]]), STAMP_OCC[sid][None])
+    _paste(canvas, np.zeros(1, np.int64), np.array([[y, x]]), occ_stamps[sid][None])
   return canvas[0, PAD:PAD + SIZE, PAD:PAD + SIZE] / FULL
 
 
@@ -342,6 +350,9 @@ def batch_rng(seed: int, difficulty: str, batch: int) -> np.random.Generator:
 
 
 def _write_batch(job: tuple[str, str, int, int, int]) -> int:
+  """Generates and writes batch `batch`; module level, so spawned workers can import it."""
+  from PIL import Image
+
   root, difficulty, seed, batch, num = job
   images, labels, _ = generate_batch(num, difficulty, batch_rng(seed, difficulty, batch))
   length = CONTOUR_LENGTHS[difficulty]
@@ -384,8 +395,10 @@ def write_dataset(out: str | os.PathLike, difficulty: str, num: int, seed: int, 
                   on_batch: Callable[[int, int], None] | None = None) -> Path:
   """Writes num images in the LRA layout under out/curv_contour_length_<L>; returns that dir.
 
-  Batches of batch_size go to `workers` forked processes; on_batch(images, batches) follows
-  each finished batch. resume skips batches whose metadata file already exists.
+  Batches of batch_size go to `workers` spawned processes (not forked: the caller may have
+  loaded JAX, whose threads a fork can deadlock), so a script calling this with workers > 1
+  needs the usual `if __name__ == "__main__":` guard. on_batch(images, batches) follows each
+  finished batch. resume skips batches whose metadata file already exists.
   """
   root = Path(out, f"curv_contour_length_{CONTOUR_LENGTHS[difficulty]}")
   jobs = [(str(root), difficulty, seed, b, min(batch_size, num - b * batch_size))
@@ -393,7 +406,7 @@ def write_dataset(out: str | os.PathLike, difficulty: str, num: int, seed: int, 
   if resume:
     jobs = [j for j in jobs if not (root / "metadata" / f"{j[3]}.npy").exists()]
   parallel = workers > 1 and len(jobs) > 1
-  pool = mp.get_context("fork").Pool(min(workers, len(jobs))) if parallel else nullcontext()
+  pool = mp.get_context("spawn").Pool(min(workers, len(jobs))) if parallel else nullcontext()
   with pool:
     for n in pool.imap_unordered(_write_batch, jobs) if parallel else map(_write_batch, jobs):
       if on_batch is not None:

@@ -1,4 +1,4 @@
-"""LRA preprocessing conventions (DATA.md section 1), as pure numpy functions.
+"""LRA preprocessing conventions (docs/data.md section 2), as pure numpy functions.
 
 Shared by the TFDS builders (which store token ids) and the grain transforms (which turn
 catalog images and texts into token ids), so that every task sees one definition.

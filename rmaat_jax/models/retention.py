@@ -1,33 +1,10 @@
-"""Memory retention factor RF(t, T) from a neuron-astrocyte macro model (docs/method.md).
+"""Memory retention factor RF(t, T) from a neuron-astrocyte macro model.
 
-One segment is one short-term-plasticity (STP) cycle. A small macro model (synapse s,
-astrocytic short-term process p_s, long-term process p_l) is simulated in plain Python floats
-(cached; never inside a training step) to get the saturating long-term curve p_l(tau),
-tau in cycles, normalised so that its capacity is 1:
-
-  tau_s  ds/dt   = -beta s + theta(x_pre) theta(x_post) + psi(p_s)
-  tau_ps dp_s/dt = -gamma_s p_s + kappa(s)
-  tau_pl dp_l/dt = -gamma_l p_l + kappa(s)
-
-Modes (each a mapping of the T segments onto the curve):
-- "paper": segment t is cycle t. Delta_t = p_l(t) - p_l(t - 1), simulated over T cycles,
-  and RF(t, T) = Delta_t / sum_i Delta_i. Falls with t, and the whole curve moves down as
-  T grows (the sum gains a positive term).
-- "stretched": an alternative reading, the T segments spread evenly over the 6-cycle
-  horizon: Delta_t = p_l(6 t / T) - p_l(6 (t - 1) / T), normalised the same way.
-- "streaming": segment t is cycle t, unnormalised: RF(t) = Delta_t. Needs no T in advance
-  and sums to at most the capacity 1.
-- "none": all ones.
-
-Numerical choices (why each constant is what it is: docs/method.md):
-- RK4 in cycle units, 1920 = 2^7 * 3 * 5 steps per cycle, so the stretched mapping's taus
-  6 t / T sit on the grid whenever T divides 11520 (no interpolation for common T).
-- One smooth burst per cycle drives the synapse; the fast variables (s, p_s) start on their
-  periodic orbit (a start from rest adds a rise time that would make RF(1) < RF(2)).
-- Capacity = the limit of p_l at cycle boundaries: with periodic fast variables one cycle
-  maps p_l(n) -> A p_l(n) + p_l(1), so the limit is p_l(1) / (1 - A), A = exp(-1 / TAU_L)
-  up to RK4 error. Increments too small for float64 differences of p_l (below 1e-9, from
-  cycle ~40) continue by that factor A (cycle_increments).
+`retention_factors(T, mode)` gives the factor that scales the memory after each of T
+segments. It comes from the long-term process p_l of a small ODE model (synapse, astrocytic
+short- and long-term processes), integrated with RK4 in plain Python floats and cached, never
+inside a training step. The model, the modes, every constant and the numerical choices:
+docs/method.md section 4.
 """
 
 from __future__ import annotations
@@ -38,7 +15,7 @@ import math
 import numpy as np
 
 HORIZON_CYCLES = 6  # p_l reaches 95% of capacity after this many cycles
-STEPS_PER_CYCLE = 1920  # RK4 steps per cycle; see the module docstring for the choice
+STEPS_PER_CYCLE = 1920  # RK4 steps per cycle; why 1920: docs/method.md section 4.2
 WARMUP_CYCLES = 16  # slowest fast decay ~exp(-5 n) (tau_ps = 0.2): converged to roundoff
 MODES = ("paper", "stretched", "streaming", "none")
 MAX_SIMULATED = 64  # cycles; past ~40 the increments are below float64's resolution
@@ -155,7 +132,7 @@ def long_term_curve(num_cycles: int = HORIZON_CYCLES, drive: str = "pulse",
   """(times, p_l / capacity) on the fine grid; capacity = limit at cycle boundaries."""
   times, states = simulate_macro_model(num_cycles, drive, steps_per_cycle)
   pl = states[:, 2]
-  # Boundary recurrence p(n + 1) = A p(n) + p(1) (see module docstring) has limit p(1)/(1-A).
+  # Boundary recurrence p(n + 1) = A p(n) + p(1) (docs/method.md 4.2) has limit p(1)/(1-A).
   capacity = pl[steps_per_cycle] / (1.0 - cycle_decay(steps_per_cycle))
   return times, pl / capacity
 

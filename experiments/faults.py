@@ -1,6 +1,17 @@
-"""The trainer's command line in subprocesses, shared by test_train.py and test_faults.py."""
+"""The trainer's command line in subprocesses, and the faults done to it: shared by the
+command-line tests (tests/conftest.py, test_faults.py, test_cli.py, ...) and
+experiments/fault_injection.py.
+
+- `run_main` runs `python -m rmaat_jax.main` on configs/lra_listops.py from the repository
+  root, with a persistent JAX compilation cache; `listops_flags` / `tiny_listops` give the
+  tiny model on generated ListOps that the tests, the fault campaign and the GPU campaign's
+  dry run train.
+- Faults: `kill_during_checkpoint_write` (SIGKILL the moment orbax starts writing a step),
+  `corrupt_checkpoint` (one of CORRUPTIONS done to a step directory), `wait_for_path`.
+"""
 
 import atexit
+import functools
 import json
 import os
 import pathlib
@@ -20,10 +31,14 @@ def main_command(workdir, *overrides) -> list[str]:
           f"--workdir={workdir}", *overrides]
 
 
-# One persistent JAX compilation cache per test process (xdist worker): the subprocess runs
-# compile the same few tiny programs again and again; loading them saves ~15 s per run.
-SESSION_CACHE = tempfile.mkdtemp(prefix="rmaat_jax_test_cache_")
-atexit.register(shutil.rmtree, SESSION_CACHE, ignore_errors=True)
+@functools.cache
+def session_cache() -> str:
+  """One persistent JAX compilation cache per process (per xdist worker in the tests): the
+  subprocess runs compile the same few tiny programs again and again; loading them saves
+  ~15 s per run. Made on first use, removed at exit."""
+  path = tempfile.mkdtemp(prefix="rmaat_jax_test_cache_")
+  atexit.register(shutil.rmtree, path, ignore_errors=True)
+  return path
 
 
 def main_env(devices: int = 1, compile_cache=None) -> dict[str, str]:
@@ -31,7 +46,7 @@ def main_env(devices: int = 1, compile_cache=None) -> dict[str, str]:
   env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
                       f" --xla_force_host_platform_device_count={devices}").strip()
   if compile_cache is not False:  # False: compile from scratch
-    env.update(JAX_COMPILATION_CACHE_DIR=str(compile_cache or SESSION_CACHE),
+    env.update(JAX_COMPILATION_CACHE_DIR=str(compile_cache or session_cache()),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
   return env
@@ -50,20 +65,23 @@ def run_main(workdir, *overrides, devices=1, wait=True, compile_cache=None, **po
   return process
 
 
-def listops_flags(data_dir, **train_flags):
-  flags = {"model.seq_len": 64, "model.num_segments": 2, "model.emb_dim": 16,
-           "model.num_heads": 2, "model.num_layers": 1, "model.mlp_dim": 32,
-           "train.batch_size": 4, "train.num_eval_batches": 2, "train.warmup_steps": 1,
-           "data.generate_sizes": "(40,8,8)", "data.data_dir": str(data_dir), **train_flags}
-  return [f"--config.{k}={v}" for k, v in flags.items()]
+def tiny_listops(**overrides) -> dict:
+  """configs/lra_listops.py's overrides for a tiny model (d 16, 1 layer) on a tiny generated
+  ListOps set (40 / 8 / 8 examples of 64 tokens), plus `overrides`."""
+  return {"model.seq_len": 64, "model.num_segments": 2, "model.emb_dim": 16,
+          "model.num_heads": 2, "model.num_layers": 1, "model.mlp_dim": 32,
+          "train.batch_size": 4, "train.num_eval_batches": 2,
+          "data.generate_sizes": "(40,8,8)", **overrides}
 
 
-def prepare_listops_data(data_dir) -> None:
-  """Generates and prepares the tiny ListOps set in `data_dir` with a one-step run (which
-  also fills this worker's compilation cache with the tiny model's programs)."""
-  code, stderr = run_main(data_dir / "warmup", *listops_flags(data_dir, **{
-      "train.num_steps": 1}))
-  assert code == 0, stderr
+def config_flags(overrides: dict) -> list[str]:
+  return [f"--config.{k}={v}" for k, v in overrides.items()]
+
+
+def listops_flags(data_dir, **train_flags) -> list[str]:
+  """The tiny ListOps run's flags (one warmup step), its data in `data_dir`."""
+  return config_flags(tiny_listops(**{"train.warmup_steps": 1, "data.data_dir": str(data_dir),
+                                      **train_flags}))
 
 
 def results_without_resume(workdir):
@@ -71,7 +89,13 @@ def results_without_resume(workdir):
   return {k: v for k, v in results.items() if k != "resumed_from_step"}, results
 
 
-# --- faults (also used by experiments/fault_injection.py) --------------------------------
+def error_lines(stderr: str, prefix: str = "error:") -> list[str]:
+  # lstrip: orbax's background thread may print a traceback's indentation just before our
+  # line (seen under load: "    warning: checkpoint ... cannot be restored").
+  return [line.lstrip() for line in stderr.splitlines() if line.lstrip().startswith(prefix)]
+
+
+# --- faults ------------------------------------------------------------------------------
 
 # orbax writes a step into `<step>.orbax-checkpoint-tmp-<timestamp>` and renames it when done
 # (orbax.checkpoint._src.path.atomicity_types.TMP_DIR_SUFFIX).
@@ -139,9 +163,3 @@ def corrupt_checkpoint(step_dir, how: str, seed: int = 0) -> str:
   else:
     raise ValueError(f"unknown corruption {how!r}; one of {CORRUPTIONS}")
   return str(target)
-
-
-def error_lines(stderr: str, prefix: str = "error:") -> list[str]:
-  # lstrip: orbax's background thread may print a traceback's indentation just before our
-  # line (seen under load: "    warning: checkpoint ... cannot be restored").
-  return [line.lstrip() for line in stderr.splitlines() if line.lstrip().startswith(prefix)]
