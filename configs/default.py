@@ -11,9 +11,9 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
 
   config.model = model = ml_collections.ConfigDict()
-  model.vocab_size = 256
-  model.num_classes = 2
-  model.seq_len = 1024
+  # vocab_size, num_classes, pad_id and dual_encoder come from the dataset (data.dataset;
+  # rmaat_jax/data/tasks.py), not from the config.
+  model.seq_len = 0  # 0: the dataset's length; text-like tasks may pad/truncate to another
   model.num_segments = 4  # segment length = seq_len / num_segments
   model.num_memory_tokens = 1
   model.emb_dim = 128
@@ -31,8 +31,6 @@ def get_config() -> ml_collections.ConfigDict:
   model.retention = "paper"
   model.backprop = "amrb"  # "amrb" | "remat" | "bptt"
   model.pool = "memory"  # "memory" | "mean"
-  model.dual_encoder = False
-  model.pad_id = 0  # -1: no padding id (every id is a real token)
   # Per example, a segment of padding only leaves the memory unchanged (no RF) and the head
   # reads the last segment holding a real token.
   model.skip_empty_segments = False

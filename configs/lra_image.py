@@ -1,9 +1,9 @@
 """LRA Image (CIFAR-10 grayscale, 1024 pixels = 4 segments of 256; LRA's base config).
 Presets (`:rmt`, `:rlt`, `:cpu`): configs/presets.py.
 
-Needs TFDS `cifar10` (--config.data.download=True once, with internet). Offline, the
-Fashion-MNIST substitute: --config.data.dataset=fashion_mnist (results are labelled as such
-and are not comparable with CIFAR-10).
+TFDS downloads `cifar10` on first use (internet). Offline, the Fashion-MNIST substitute:
+--config.data.dataset=fashion_mnist (results are labelled as such and are not comparable with
+CIFAR-10).
 """
 
 import ml_collections
@@ -15,15 +15,11 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   """`preset`: what follows the colon in --config configs/lra_image.py:rmt,cpu (presets.py)."""
   config = default.get_config()
   model = config.model
-  model.vocab_size = 256
-  model.num_classes = 10
-  model.seq_len = 1024
   model.num_segments = 4
   model.emb_dim = 128
   model.num_heads = 8
   model.num_layers = 1
   model.mlp_dim = 128
-  model.pad_id = -1  # every pixel value is a real token
   config.train.batch_size = 256
   config.train.num_steps = 35_000  # ~200 epochs of 45K
   config.train.warmup_steps = 1_000

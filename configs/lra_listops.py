@@ -14,15 +14,11 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   """`preset`: what follows the colon in --config configs/lra_listops.py:rmt,cpu (presets.py)."""
   config = default.get_config()
   model = config.model
-  model.vocab_size = 17
-  model.num_classes = 10
-  model.seq_len = 2048
   model.num_segments = 4
   model.emb_dim = 512
   model.num_heads = 8
   model.num_layers = 4
   model.mlp_dim = 1024
-  model.pad_id = 0
 
   config.train.batch_size = 32
   config.train.num_steps = 5000

@@ -15,15 +15,11 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   """`preset`: what follows the colon in --config configs/lra_pathfinder.py:rmt,cpu (presets.py)."""
   config = default.get_config()
   model = config.model
-  model.vocab_size = 256
-  model.num_classes = 2
-  model.seq_len = 1024
   model.num_segments = 4
   model.emb_dim = 64
   model.num_heads = 2
   model.num_layers = 2
   model.mlp_dim = 128
-  model.pad_id = -1
   config.train.batch_size = 512
   config.train.num_steps = 62_500  # ~200 epochs of 160K
   config.train.warmup_steps = 1_000

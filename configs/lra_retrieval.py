@@ -13,16 +13,12 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   """`preset`: what follows the colon in --config configs/lra_retrieval.py:rmt,cpu (presets.py)."""
   config = default.get_config()
   model = config.model
-  model.vocab_size = 257
-  model.num_classes = 2
-  model.seq_len = 4096
   model.num_segments = 8
   model.num_memory_tokens = 4
   model.emb_dim = 128
   model.num_heads = 4
   model.num_layers = 4
   model.mlp_dim = 512
-  model.dual_encoder = True
   config.train.batch_size = 32
   config.train.num_steps = 20_000
   config.train.learning_rate = 5e-4

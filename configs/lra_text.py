@@ -1,7 +1,7 @@
 """LRA Text (IMDb, byte level): 4096 bytes = 8 segments of 512; LRA's base config.
 Presets (`:rmt`, `:rlt`, `:cpu`): configs/presets.py.
 
-Needs TFDS `imdb_reviews`: run once with --config.data.download=True (internet).
+TFDS downloads `imdb_reviews` on first use (internet).
 """
 
 import ml_collections
@@ -13,9 +13,6 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   """`preset`: what follows the colon in --config configs/lra_text.py:rmt,cpu (presets.py)."""
   config = default.get_config()
   model = config.model
-  model.vocab_size = 257  # byte + 1, 0 = pad
-  model.num_classes = 2
-  model.seq_len = 4096
   model.num_segments = 8
   model.emb_dim = 256
   model.num_heads = 4

@@ -26,6 +26,7 @@ import configs  # noqa: E402
 from experiments.compare_memory_report import TASKS  # noqa: E402
 from experiments.torch_rmaat import build_torch_model  # noqa: E402
 from experiments.torch_rmaat_memory import SavedTensorMeter, training_state_bytes  # noqa: E402
+from rmaat_jax.data.tasks import model_config  # noqa: E402
 from rmaat_jax.models import ModelConfig, build_model  # noqa: E402
 
 LEARNING_RATE, WEIGHT_DECAY, EPS = 1e-3, 1e-2, 1e-8
@@ -39,7 +40,7 @@ TOY_SEGMENT_LEN = 16
 
 def task_config(task: str, num_segments: int, backprop: str, toy: bool = False) -> ModelConfig:
   """The task's model with T segments of the config's segment length (512 for both)."""
-  model = dict(configs.load(TASKS[task]).model)
+  model = model_config(configs.load(TASKS[task]))  # with the dataset's vocabulary, length
   segment_len = model["seq_len"] // model["num_segments"]
   if toy:
     model.update(TOY)

@@ -25,19 +25,14 @@ import statistics
 import tempfile
 import time
 
-import ml_collections
 import numpy as np
 
+from configs import default
 from rmaat_jax.data import listops, pathfinder
 from rmaat_jax.data.builders import FASHION_MNIST_DIR
 from rmaat_jax.data.pipeline import get_datasets
 
 HERE = pathlib.Path(__file__).resolve().parent
-MODEL = {"listops": (17, 10, 2048, 0, False), "text": (257, 2, 4096, 0, False),
-         "retrieval": (257, 2, 4096, 0, True), "image": (256, 10, 1024, -1, False),
-         "fashion_mnist": (256, 10, 1024, -1, False), "pathfinder": (256, 2, 1024, -1, False)}
-
-
 def _median_time(fn, runs: int = 3) -> float:
   times = []
   for _ in range(runs):
@@ -60,16 +55,13 @@ def generator_speed(scratch: pathlib.Path) -> dict[str, float]:
           "pathfinder_hard_images_per_s_2_workers_incl_png": two_workers}
 
 
-def _config(dataset: str, data_dir: pathlib.Path, **data) -> ml_collections.ConfigDict:
-  vocab, classes, seq_len, pad, dual = MODEL[dataset]
-  return ml_collections.ConfigDict(dict(
-      model=dict(vocab_size=vocab, num_classes=classes, seq_len=seq_len, pad_id=pad,
-                 dual_encoder=dual),
-      train=dict(batch_size=32, seed=0),
-      data={**dict(dataset=dataset, data_dir=str(data_dir), download=False, manual_dir="",
-                   generate=False, generate_sizes=(4000, 200, 200), generate_seed=0,
-                   generate_workers=2, num_workers=0, pathfinder_difficulty="hard"),
-            **data}))
+def _config(dataset: str, data_dir: pathlib.Path, **data):
+  """configs/default.py reading `dataset` at its full length, batch 32."""
+  config = default.get_config()
+  config.train.update(batch_size=32, seed=0)
+  config.data.update({**dict(dataset=dataset, data_dir=str(data_dir), download=False,
+                            generate_sizes=(4000, 200, 200), generate_workers=2), **data})
+  return config
 
 
 def _write_aan(directory: pathlib.Path, rows: int = 2000) -> None:

@@ -34,6 +34,7 @@ import numpy as np
 import configs
 from rmaat_jax import train
 from rmaat_jax.data import get_datasets
+from rmaat_jax.data.tasks import model_config
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 MODELS = ("rmaat", "rmt", "rlt")
@@ -117,7 +118,7 @@ def run(task: str, model: str, variant: str, overrides: dict[str, Any], args) ->
       "val_accuracy": results["val_accuracy"], "train_loss": results["train_loss"],
       "wall_s": max(w for rows in scalars.values() for _, w, _ in rows) - first_wall,
       "data_source": results["data_source"],
-      "model_config": {k: config.model[k] for k in (
+      "model_config": {k: model_config(config)[k] for k in (
           "attention", "backprop", "retention", "skip_empty_segments", "emb_dim",
           "num_heads", "num_layers", "mlp_dim", "seq_len", "num_segments")},
       "curve": [{"step": s, **v} for s, v in sorted(curve.items())],

@@ -26,7 +26,8 @@ from rmaat_jax.memory import gradient_step_profile
 
 HERE = pathlib.Path(__file__).resolve().parent
 MODES = ("bptt", "remat", "amrb")
-MODEL = dict(vocab_size=256, num_classes=10, num_memory_tokens=1, emb_dim=128, num_heads=4,
+MODEL = dict(vocab_size=256, num_classes=10, pad_id=0, dual_encoder=False,
+             num_memory_tokens=1, emb_dim=128, num_heads=4,
              num_layers=2, mlp_dim=512, dropout_rate=0.1, attention="astro",
              position="projected", retention="paper", pool="memory")
 SEGMENT_LEN, BATCH = 256, 8

@@ -23,6 +23,7 @@ import numpy as np
 
 import configs
 from rmaat_jax import train
+from rmaat_jax.config_checks import validate_config
 from rmaat_jax.models import build_model
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -33,7 +34,7 @@ CONFIGS = ("lra_listops", "lra_text", "lra_retrieval", "lra_image", "lra_pathfin
 def measure(name: str, batch: int, steps: int, preset: str = "") -> dict:
   config = configs.load(name, preset)
   batch = batch or config.train.batch_size
-  model_cfg = config.model
+  model_cfg = validate_config(config)  # with the dataset's vocabulary, classes, length
   shape = (batch, 2, model_cfg.seq_len) if model_cfg.dual_encoder else (batch, model_cfg.seq_len)
   rng = np.random.default_rng(0)
   inputs = rng.integers(1, model_cfg.vocab_size, shape).astype(np.int32)

@@ -1,9 +1,11 @@
 """`validate_config(config)`: every check on a run's config that needs no data and no device.
 
-The command line runs it first, so that a typo costs seconds, not a data preparation or a
-compile; the trainer runs it again once the device count is known. `model.*` is checked by
-ModelConfig and `data.*` by the input pipeline (they own those fields); `train.*` and
-`distributed.*` here. Every failure is a ConfigError naming the field and the fix.
+The one validating entry: the command line runs it first, so that a typo costs a fraction of
+a second, not a data preparation or a compile, and then `check_devices` once JAX knows the
+devices. `train_and_evaluate`, `get_datasets` and the model take a validated config and do
+not check it again. `model.*` is checked by ModelConfig (with the dataset's facts) and
+`data.*` by data/tasks.py (they own those fields); `train.*` and `distributed.*` here. Every
+failure is a ConfigError naming the field and the fix.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import numbers
 
 import ml_collections
 
-from rmaat_jax.data.tasks import check_data_config
+from configs import default
+from rmaat_jax.data.tasks import check_data_config, model_config
 from rmaat_jax.errors import ConfigError
 from rmaat_jax.models.config import ModelConfig
+from rmaat_jax.workdir_config import flat_config
 
-SECTIONS = ("model", "train", "data")
+SECTIONS = ("model.", "train.", "data.")
 
 
 _POSITIVE = ("num_steps", "batch_size", "eval_every", "checkpoint_every", "log_every",
@@ -30,32 +34,29 @@ def _is_int(value) -> bool:
   return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def check_train_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
-  """`train.*`; `num_devices` is the global device count the batch is split over."""
+def check_train_config(config: ml_collections.ConfigDict) -> None:
+  """`train.*` (the batch's split over devices: check_devices)."""
   train = config.train
   for name in _POSITIVE:
-    value = train.get(name)
+    value = train[name]
     if not _is_int(value) or value <= 0:
       raise ConfigError(f"train.{name}={value!r}: must be a positive integer")
-  if train.batch_size % num_devices:
-    raise ConfigError(f"train.batch_size={train.batch_size} is not divisible by the "
-                      f"{num_devices} devices; use a multiple of {num_devices}")
   for name in _NON_NEGATIVE_FLOATS:
-    value = train.get(name, 0.0)
+    value = train[name]
     if (isinstance(value, bool) or not isinstance(value, numbers.Real)
         or not 0 <= value < math.inf):
       raise ConfigError(f"train.{name}={value!r}: must be a finite number >= 0")
-  warmup = train.get("warmup_steps", 0)
+  warmup = train.warmup_steps
   if not _is_int(warmup) or warmup < 0:  # above num_steps: scaled down (warmup_steps())
     raise ConfigError(f"train.warmup_steps={warmup!r}: must be an integer >= 0")
-  batches = train.get("num_eval_batches", 0)
+  batches = train.num_eval_batches
   if not _is_int(batches) or batches < 0:
     raise ConfigError(f"train.num_eval_batches={batches!r}: must be an integer >= 0 "
                       "(0 = the whole split)")
-  seed = train.get("seed", 0)
+  seed = train.seed
   if not _is_int(seed) or not 0 <= seed < 2 ** 31:  # grain's samplers take 32-bit seeds
     raise ConfigError(f"train.seed={seed!r}: must be an integer in [0, 2**31)")
-  if train.get("compute_dtype", "float32") not in _COMPUTE_DTYPES:
+  if train.compute_dtype not in _COMPUTE_DTYPES:
     raise ConfigError(f"train.compute_dtype={train.compute_dtype!r}: use one of "
                       f"{_COMPUTE_DTYPES}")
 
@@ -81,9 +82,9 @@ def check_distributed_config(config: ml_collections.ConfigDict) -> None:
   dist = config.get("distributed")
   if dist is None:
     return
-  if not isinstance(dist.get("enabled", False), bool):
+  if not isinstance(dist.enabled, bool):
     raise ConfigError(f"distributed.enabled={dist.enabled!r}: must be True or False")
-  if not dist.get("enabled", False) or not dist.get("coordinator_address", ""):
+  if not dist.enabled or not dist.coordinator_address:
     return  # disabled, or auto-detected by jax.distributed (SLURM, cloud TPU)
   address, count, index = dist.coordinator_address, dist.num_processes, dist.process_id
   if not isinstance(address, str) or ":" not in address:
@@ -95,16 +96,34 @@ def check_distributed_config(config: ml_collections.ConfigDict) -> None:
                       f"{count})")
 
 
-def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> ModelConfig:
-  """Raises ConfigError naming the first invalid field; returns the model's config.
-
-  `num_devices` is the global device count the batch is split over (1: not yet known).
-  """
+def validate_config(config: ml_collections.ConfigDict) -> ModelConfig:
+  """Raises ConfigError naming the first invalid field; returns the model's config (with
+  the dataset's vocabulary, classes, padding id, dual encoder and length)."""
   for section in SECTIONS:
-    if not isinstance(config.get(section), ml_collections.ConfigDict):
-      raise ConfigError(f"config has no '{section}' section; start from configs/default.py")
-  model_config = ModelConfig.from_config(config.model)
-  check_train_config(config, num_devices)
+    if not isinstance(config.get(section[:-1]), ml_collections.ConfigDict):
+      raise ConfigError(f"config has no '{section[:-1]}' section; start from "
+                        "configs/default.py")
+  # The code reads every field directly: configs/default.py is the one place defaults live.
+  expected = {k for k in flat_config(default.get_config()) if k.startswith(SECTIONS)}
+  missing = sorted(expected - set(flat_config(config)))
+  if missing:
+    raise ConfigError(f"config has no field {missing[0]}"
+                      + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                      + "; start from configs/default.py (task configs do)")
+  model = ModelConfig.from_config(model_config(config))  # with the dataset's facts
+  check_train_config(config)
   check_data_config(config)
   check_distributed_config(config)
-  return model_config
+  return model
+
+
+def check_devices(config: ml_collections.ConfigDict, num_devices: int,
+                  num_processes: int = 1) -> None:
+  """Once JAX knows them: the global batch must split over all devices and processes."""
+  batch = config.train.batch_size
+  if batch % num_devices:
+    raise ConfigError(f"train.batch_size={batch} is not divisible by the {num_devices} "
+                      f"devices; use a multiple of {num_devices}")
+  if batch % num_processes:
+    raise ConfigError(f"train.batch_size={batch}: must be a multiple of the number of "
+                      f"processes ({num_processes})")

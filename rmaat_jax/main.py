@@ -20,7 +20,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from rmaat_jax import console
-from rmaat_jax.config_checks import validate_config
+from rmaat_jax.config_checks import check_devices, validate_config
 from rmaat_jax.errors import UserError
 
 
@@ -124,6 +124,7 @@ def main(argv):
     from rmaat_jax import train
 
     initialize_distributed(config)
+    check_devices(config, jax.device_count(), jax.process_count())
     model = config.model
     logging.info("%s %s: %s attention, %s, %d layers of width %d, %d segments; %d steps "
                  "into %s on %s.", "Evaluating" if FLAGS.eval_only else "Training",

@@ -43,6 +43,7 @@ from rmaat_jax.checkpointing import Checkpoints, Preempted, PreemptionWatcher, t
 from rmaat_jax.data.pipeline import get_datasets
 from rmaat_jax.errors import UserError
 from rmaat_jax.models import build_model
+from rmaat_jax.models.config import ModelConfig
 
 
 @flax.struct.dataclass
@@ -215,7 +216,11 @@ def _window_from_json(saved: dict[str, Any] | None) -> Metrics | None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains `config.model` on `config.data`, evaluates, writes workdir/results.json."""
+  """Trains `config.model` on `config.data`, evaluates, writes workdir/results.json.
+
+  `config` must have passed config_checks.validate_config (and check_devices), as main.py
+  does; this function does not check it again.
+  """
   # Before data, compile or restore: checkpoints of another model stop the run here.
   workdir_config.check_workdir(config, workdir)
   setup = _setup(config)
@@ -341,7 +346,7 @@ def compile_train_step(train_step, rstate, rbase_key, config: ml_collections.Con
   batch = {"inputs": np.zeros(shape, np.int32), "targets": np.zeros(shape[:2], np.int32)}
   compiled = train_step.lower(rstate, batch, rbase_key).compile()
   need = memory.check_fits(compiled, jax.local_devices()[0], config.model.backprop,
-                                 config.train.get("memory_limit_gib", 0.0))
+                                 config.train.memory_limit_gib)
   if need is not None:
     logging.info("Memory check: one train step needs %.1f MiB per device.", need / 2 ** 20)
   # Across processes the compiled step takes global arrays, the loop passes each process's
@@ -370,16 +375,18 @@ class _Setup(NamedTuple):
 
 
 def _setup(config: ml_collections.ConfigDict) -> _Setup:
-  """Validates the config, then builds the model, the data and a fresh train state."""
-  model_config = config_checks.validate_config(config, jax.device_count())
-  # bf16 compute happens inside each segment step; parameters stay float32 (models/encoder.py).
-  compute_dtype = jnp.bfloat16 if config.train.compute_dtype == "bfloat16" else jnp.float32
-  model = build_model(model_config, compute_dtype)
+  """The data first (it sets the model's vocabulary, classes, padding and length), then the
+  model and a fresh train state."""
   barrier = None
   if jax.process_count() > 1:  # process 0 prepares the data first (a shared data_dir)
     barrier = lambda: multihost_utils.sync_global_devices("rmaat_jax: data prepared")
   datasets = get_datasets(config, process_index=jax.process_index(),
                           process_count=jax.process_count(), barrier=barrier)
+  model_config = ModelConfig.from_config({**dict(config.model.items()),
+                                         **datasets.info.model_facts()})
+  # bf16 compute happens inside each segment step; parameters stay float32 (models/encoder.py).
+  compute_dtype = jnp.bfloat16 if config.train.compute_dtype == "bfloat16" else jnp.float32
+  model = build_model(model_config, compute_dtype)
   tx, schedule = create_optimizer(config.train)
   example = np.zeros((1,) + ((2,) if model_config.dual_encoder else ())
                      + (model_config.seq_len,), np.int32)

@@ -4,9 +4,9 @@ configs for get_datasets, for tests."""
 import gzip
 import pathlib
 
-import ml_collections
 import numpy as np
 
+from configs import default
 from rmaat_jax.data import listops
 
 
@@ -59,7 +59,8 @@ def max_min_rows() -> list[tuple[str, int]]:
 
 # --- minimal configs for get_datasets ------------------------------------------------------
 
-# Per dataset: seq_len, and (vocab_size, num_classes, pad_id, dual_encoder).
+# Per dataset: the length the tests read, and (vocab_size, num_classes, pad_id, dual_encoder)
+# as the tests expect them (an independent statement of rmaat_jax.data.tasks.TASKS).
 SEQ = {"listops": 64, "text": 96, "retrieval": 48, "image": 1024, "fashion_mnist": 1024,
        "pathfinder": 1024}
 MODEL = {"listops": (17, 10, 0, False), "text": (257, 2, 0, False),
@@ -68,12 +69,10 @@ MODEL = {"listops": (17, 10, 0, False), "text": (257, 2, 0, False),
 
 
 def make_config(dataset, data_dir, batch_size=4, seed=0, **data):
-  vocab, classes, pad, dual = MODEL[dataset]
-  config = ml_collections.ConfigDict()
-  config.model = dict(vocab_size=vocab, num_classes=classes, seq_len=SEQ[dataset],
-                      pad_id=pad, dual_encoder=dual)
-  config.train = dict(batch_size=batch_size, seed=seed)
-  config.data = {**dict(dataset=dataset, data_dir=str(data_dir), download=False,
-                        manual_dir="", generate=False, generate_sizes=(24, 8, 8),
-                        generate_seed=0, generate_workers=1, num_workers=0), **data}
+  """configs/default.py with a short length (text-like tasks) and small data settings."""
+  config = default.get_config()
+  config.model.seq_len = SEQ[dataset]
+  config.train.update(batch_size=batch_size, seed=seed)
+  config.data.update({**dict(dataset=dataset, data_dir=str(data_dir), download=False,
+                            generate_sizes=(24, 8, 8)), **data})
   return config

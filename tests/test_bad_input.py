@@ -12,7 +12,8 @@ from rmaat_jax.data.pipeline import ToModelInputs, get_datasets
 from rmaat_jax.errors import DataFormatError
 from rmaat_jax.models import build_model
 
-TINY = dict(vocab_size=11, num_classes=3, seq_len=8, num_segments=2, emb_dim=8, num_heads=2,
+TINY = dict(vocab_size=11, num_classes=3, pad_id=0, dual_encoder=False,
+            seq_len=8, num_segments=2, emb_dim=8, num_heads=2,
             num_layers=1, mlp_dim=8, dropout_rate=0.0, backprop="bptt")
 
 

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from configs import default
 from experiments.faults import error_lines, run_main
 from rmaat_jax.config_checks import validate_config
 from rmaat_jax.data.pipeline import TASKS
@@ -36,23 +37,21 @@ PROPERTY = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def valid_configs(draw) -> ml_collections.ConfigDict:
   dataset = draw(st.sampled_from(sorted(TASKS)))
   task = TASKS[dataset]
-  if task.length is not None:  # pixel tasks: exactly 1024 tokens
+  if task.fixed_length:  # pixel tasks: exactly 1024 tokens (or 0: the dataset's)
     num_segments = draw(st.sampled_from([1, 2, 4, 8, 16, 32]))
-    seq_len = task.length
+    seq_len = draw(st.sampled_from([0, task.seq_len]))
   else:
     num_segments = draw(st.integers(1, 4))
     seq_len = num_segments * draw(st.integers(1, 8))
   num_heads = draw(st.integers(1, 3))
   model = dict(
-      vocab_size=task.vocab_size + draw(st.integers(0, 3)), num_classes=task.num_classes,
       seq_len=seq_len, num_segments=num_segments,
       num_memory_tokens=draw(st.integers(1, 3)), emb_dim=num_heads * draw(st.integers(1, 4)),
       num_heads=num_heads, num_layers=draw(st.integers(1, 2)),
       mlp_dim=draw(st.integers(1, 16)), dropout_rate=draw(st.floats(0.0, 0.9)),
       position_scale=draw(st.floats(0.1, 8.0)), alpha=draw(st.floats(0.0, 2.0)),
-      hebbian_sigmoid=draw(st.booleans()), dual_encoder=task.kind == "pair",
-      skip_empty_segments=draw(st.booleans()),
-      pad_id=task.pad_id, **{k: draw(st.sampled_from(v)) for k, v in CHOICES.items()})
+      hebbian_sigmoid=draw(st.booleans()), skip_empty_segments=draw(st.booleans()),
+      **{k: draw(st.sampled_from(v)) for k, v in CHOICES.items()})
   num_steps = draw(st.integers(1, 10_000))
   train = dict(
       num_steps=num_steps, batch_size=draw(st.integers(1, 64)),
@@ -70,8 +69,10 @@ def valid_configs(draw) -> ml_collections.ConfigDict:
               pathfinder_difficulty=draw(st.sampled_from(["easy", "intermediate", "hard"])),
               num_workers=draw(st.integers(0, 4)))
   distributed = dict(enabled=False, coordinator_address="", num_processes=1, process_id=0)
-  return ml_collections.ConfigDict(dict(model=model, train=train, data=data,
-                                        distributed=distributed), type_safe=False)
+  drawn = dict(model=model, train=train, data=data, distributed=distributed)
+  base = default.get_config().to_dict()  # what the draw leaves out (memory_limit_gib, ...)
+  return ml_collections.ConfigDict({k: {**base[k], **v} for k, v in drawn.items()},
+                                   type_safe=False)
 
 
 def _unknown_name(known):
@@ -84,14 +85,13 @@ def invalid_configs(draw):
   config = draw(valid_configs())
   model, train, data = config.model, config.train, config.data
   mutation = draw(st.sampled_from([
-      "model_int", "model_choice", "model_float", "model_bool", "pad_id", "unknown_model",
-      "segments", "heads", "classes", "vocab", "train_int", "train_float", "warmup", "seed",
+      "model_int", "model_choice", "model_float", "model_bool", "unknown_model",
+      "data_fact", "segments", "heads", "length", "train_int", "train_float", "warmup", "seed",
       "eval_batches", "dtype", "dataset", "generate", "sizes", "workers", "difficulty",
       "distributed"]))
   if mutation == "model_int":
-    name = draw(st.sampled_from(["vocab_size", "num_classes", "seq_len", "num_segments",
-                                 "num_memory_tokens", "emb_dim", "num_heads", "num_layers",
-                                 "mlp_dim"]))
+    name = draw(st.sampled_from(["num_segments", "num_memory_tokens", "emb_dim",
+                                 "num_heads", "num_layers", "mlp_dim"]))
     model[name] = draw(NOT_A_POSITIVE_INT)
     return config, f"model.{name}"
   if mutation == "model_choice":
@@ -109,30 +109,31 @@ def invalid_configs(draw):
     model[name] = draw(bad)
     return config, f"model.{name}"
   if mutation == "model_bool":
-    name = draw(st.sampled_from(["hebbian_sigmoid", "dual_encoder", "skip_empty_segments"]))
+    name = draw(st.sampled_from(["hebbian_sigmoid", "skip_empty_segments"]))
     model[name] = draw(st.sampled_from([1, 0, "yes", None]))
     return config, f"model.{name}"
-  if mutation == "pad_id":
-    model.pad_id = draw(st.one_of(st.integers(model.vocab_size, 10 ** 6),
-                                  st.integers(-(10 ** 6), -2), st.just(True)))
-    return config, "model.pad_id"
+  if mutation == "data_fact":  # set by the dataset: a config field of that name is unknown
+    name = draw(st.sampled_from(["vocab_size", "num_classes", "pad_id", "dual_encoder"]))
+    model[name] = 1
+    return config, f"model.{name}"
   if mutation == "unknown_model":
     name = draw(_unknown_name(set(model)))
     model[name] = 1
     return config, f"model.{name}"
   if mutation == "segments":  # seq_len not divisible into segments
-    model.num_segments = model.seq_len + draw(st.integers(1, 5))
+    length = model.seq_len or TASKS[data.dataset].seq_len
+    model.num_segments = length + draw(st.integers(1, 5))
     return config, "model.num_segments"
   if mutation == "heads":  # emb_dim not divisible by heads
     model.num_heads = model.emb_dim + draw(st.integers(1, 5))
     return config, "model.num_heads"
-  if mutation == "classes":  # the data has another number of classes
-    model.num_classes = TASKS[data.dataset].num_classes + draw(st.integers(1, 5))
-    return config, "model.num_classes"
-  if mutation == "vocab":  # smaller than the data's vocabulary
-    model.vocab_size = draw(st.integers(1, TASKS[data.dataset].vocab_size - 1))
-    model.pad_id = min(model.pad_id, 0)
-    return config, "model.vocab_size"
+  if mutation == "length":  # a pixel task has exactly 1024 tokens; a length must be >= 0
+    pixels = [n for n, t in TASKS.items() if t.fixed_length]
+    if data.dataset in pixels:
+      model.seq_len = draw(st.sampled_from([512, 2048, 1023]))
+    else:
+      model.seq_len = draw(st.sampled_from([-1, 2.5, True]))
+    return config, "model.seq_len"
   if mutation == "train_int":
     name = draw(st.sampled_from(["num_steps", "batch_size", "eval_every", "checkpoint_every",
                                  "log_every", "keep_checkpoints"]))
@@ -162,11 +163,8 @@ def invalid_configs(draw):
     return config, "data.dataset"
   if mutation == "generate":
     name = draw(st.sampled_from([n for n, t in TASKS.items() if not t.generator]))
-    task = TASKS[name]
     data.update(dataset=name, generate=True)
-    model.update(vocab_size=task.vocab_size, num_classes=task.num_classes, pad_id=task.pad_id,
-                 dual_encoder=task.kind == "pair", seq_len=task.length or model.seq_len,
-                 num_segments=1)
+    model.update(seq_len=0, num_segments=1)
     return config, "data.generate"
   if mutation == "sizes":
     data.generate_sizes = draw(st.one_of(
@@ -222,7 +220,7 @@ def test_every_invalid_config_is_rejected_naming_the_field(case):
 CLI_MISTAKES = st.sampled_from([
     ("model.num_segments", 3), ("model.num_heads", 5), ("model.emb_dim", 0),
     ("model.dropout_rate", 1.5), ("model.alpha", -1.0), ("model.attention", "flash"),
-    ("model.pad_id", 99), ("model.num_classes", 3), ("train.batch_size", -4),
+    ("model.pad_id", 99), ("model.seq_len", 1000), ("train.batch_size", -4),
     ("train.learning_rate", -0.1), ("train.warmup_steps", -1), ("train.seed", -1),
     ("train.compute_dtype", "float16"), ("data.dataset", "lisops"),
     ("data.num_workers", -1), ("data.pathfinder_difficulty", "extreme"),

@@ -9,12 +9,13 @@ import jax.numpy as jnp
 import pytest
 
 import configs
+from rmaat_jax.config_checks import validate_config
+from rmaat_jax.data.tasks import TASKS as TASKS_BY_NAME
 from rmaat_jax.errors import ConfigError
 from rmaat_jax.models import build_model
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
-CONFIG_FILES = sorted(p for p in CONFIG_DIR.glob("*.py")
-                      if p.name not in ("__init__.py", "presets.py"))
+CONFIG_FILES = sorted(CONFIG_DIR.glob("lra_*.py"))  # the task configs
 
 
 def load_config(path):
@@ -25,18 +26,19 @@ def load_config(path):
 def test_config_builds_model(path):
   config = load_config(path)
   assert {"model", "train", "data"} <= set(config.keys())
-  model = build_model(config.model)
-  seq_len = config.model.seq_len
-  shape = (2, 2, seq_len) if config.model.dual_encoder else (2, seq_len)
+  model_config = validate_config(config)  # with the dataset's vocabulary, classes, length
+  model = build_model(model_config)
+  seq_len = model_config.seq_len
+  shape = (2, 2, seq_len) if model_config.dual_encoder else (2, seq_len)
   tokens = jnp.zeros(shape, jnp.int32)
   variables = jax.eval_shape(lambda k: model.init({"params": k}, tokens), jax.random.key(0))
   logits = jax.eval_shape(lambda v: model.apply(v, tokens), variables)
-  assert logits.shape == (2, config.model.num_classes)
+  assert logits.shape == (2, TASKS_BY_NAME[config.data.dataset].num_classes)
 
 
 def test_listops_config_matches_the_paper_setup():
   config = load_config(CONFIG_DIR / "lra_listops.py")
-  assert config.model.seq_len // config.model.num_segments == 512
+  assert validate_config(config).segment_len == 512
   assert (config.model.emb_dim, config.model.num_heads, config.model.num_layers) == (512, 8, 4)
 
 
@@ -60,9 +62,9 @@ def test_presets_choose_the_paper_models_and_the_cpu_size(task, preset, model):
   else:
     assert config.model.emb_dim == full.model.emb_dim
     assert config.train.num_steps == full.train.num_steps
-  # The task's facts never change with a preset.
-  for field in ("vocab_size", "num_classes", "seq_len", "num_segments", "pad_id",
-                "dual_encoder"):
+  # The task's facts and its segments never change with a preset.
+  assert validate_config(config).segment_len == validate_config(full).segment_len
+  for field in ("seq_len", "num_segments"):
     assert config.model[field] == full.model[field]
   assert config.data.dataset == full.data.dataset
 

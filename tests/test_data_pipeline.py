@@ -9,6 +9,7 @@ import tensorflow_datasets as tfds
 from data_fixtures import MODEL, SEQ, make_config, write_aan, write_fashion_mnist
 from PIL import Image
 
+from rmaat_jax.config_checks import check_devices, validate_config
 from rmaat_jax.data import builders, listops, pathfinder, pipeline, preprocess
 from rmaat_jax.data.pipeline import DataMissingError, get_datasets
 from rmaat_jax.models import ConfigError
@@ -222,19 +223,28 @@ def test_each_process_reads_its_own_shard(generated_listops):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("model.num_classes", 3, r"model\.num_classes=3"),
     ("model.seq_len", 1000, r"model\.seq_len=1000.*1024"),
-    ("model.pad_id", 0, r"model\.pad_id=0"),
-    ("model.vocab_size", 100, r"model\.vocab_size=100"),
+    ("model.num_classes", 3, r"model\.num_classes: the dataset sets it \(pathfinder: 2\)"),
+    ("model.pad_id", 0, r"model\.pad_id: the dataset sets it"),
     ("data.dataset", "cifar", r"data\.dataset='cifar'"),
-    ("train.batch_size", 3, r"train\.batch_size=3"),
+    ("train.batch_size", 3, r"train\.batch_size=3: must be a multiple of the number of pro"),
 ])
 def test_config_mismatch_is_a_config_error(tmp_path, field, value, message):
   config = make_config("pathfinder", tmp_path)
   section, key = field.split(".")
   config[section][key] = value
   with pytest.raises(ConfigError, match=message):
-    get_datasets(config, process_count=2)
+    validate_config(config)
+    check_devices(config, num_devices=1, num_processes=2)
+
+
+def test_the_data_sets_the_models_vocabulary_classes_padding_and_length(tmp_path):
+  ds = get_datasets(make_config("pathfinder", tmp_path / "tfds", generate=True))
+  assert ds.info.model_facts() == dict(vocab_size=256, num_classes=2, pad_id=-1,
+                                       dual_encoder=False, seq_len=1024)
+  config = make_config("listops", tmp_path / "tfds", generate=True)
+  config.model.seq_len = 0  # the dataset's length
+  assert validate_config(config).seq_len == 2048
 
 
 def test_missing_listops_files_without_generate(tmp_path):

@@ -4,7 +4,8 @@ import pytest
 
 from rmaat_jax.memory import gradient_step_profile
 
-BASE = dict(vocab_size=20, num_classes=2, num_memory_tokens=1, emb_dim=32, num_heads=2,
+BASE = dict(vocab_size=20, num_classes=2, pad_id=0, dual_encoder=False,
+            num_memory_tokens=1, emb_dim=32, num_heads=2,
             num_layers=1, mlp_dim=64, dropout_rate=0.1, attention="astro", retention="paper")
 SEGMENT_LEN, BATCH = 64, 4
 

@@ -10,7 +10,7 @@ from rmaat_jax.models import ConfigError, ModelConfig, build_model
 from rmaat_jax.models.classifier import split_segments
 
 TINY = dict(
-    vocab_size=13, num_classes=3, seq_len=24, num_segments=4, num_memory_tokens=2,
+    vocab_size=13, num_classes=3, pad_id=0, seq_len=24, num_segments=4, num_memory_tokens=2,
     emb_dim=16, num_heads=2, num_layers=2, mlp_dim=32, dropout_rate=0.2,
     attention="astro", position="projected", position_scale=2.0, alpha=0.25,
     retention="paper", backprop="bptt", pool="memory", dual_encoder=False)

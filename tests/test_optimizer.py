@@ -9,7 +9,8 @@ from configs import default
 from rmaat_jax import train
 from rmaat_jax.models import build_model
 
-TINY = dict(vocab_size=11, num_classes=3, seq_len=16, num_segments=2, emb_dim=16,
+TINY = dict(vocab_size=11, num_classes=3, pad_id=0, dual_encoder=False,
+            seq_len=16, num_segments=2, emb_dim=16,
             num_heads=2, num_layers=1, mlp_dim=32)
 
 

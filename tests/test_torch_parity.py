@@ -29,7 +29,8 @@ from experiments.torch_rmaat_memory import SavedTensorMeter
 from rmaat_jax.models import ModelConfig, build_model
 
 SEGMENT_LEN, BATCH = 16, 2
-BASE = dict(vocab_size=23, num_classes=3, emb_dim=16, num_heads=2, num_layers=1,
+BASE = dict(vocab_size=23, num_classes=3, pad_id=0, dual_encoder=False,
+            emb_dim=16, num_heads=2, num_layers=1,
             mlp_dim=32, dropout_rate=0.1)
 # Each case covers some options once; together: every attention kind, both positions,
 # Hebbian sigmoid, memory tokens M > 1, padding (pad_id) and no padding (pad_id=-1), both
@@ -49,7 +50,7 @@ CASES = {
 def config(case: str, backprop: str) -> ModelConfig:
   fields = {**BASE, **CASES[case]}
   fields["seq_len"] = SEGMENT_LEN * fields["num_segments"]
-  return ModelConfig(**fields, backprop=backprop)
+  return ModelConfig.from_config({**fields, "backprop": backprop})
 
 
 def inputs(cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -185,8 +186,8 @@ def test_tolerance_detects_a_wrong_model():
 
 
 def _saved_bytes(backprop: str, num_segments: int) -> int:
-  cfg = ModelConfig(**{**BASE, "emb_dim": 32, "mlp_dim": 64}, backprop=backprop,
-                    num_segments=num_segments, seq_len=32 * num_segments)
+  cfg = ModelConfig.from_config({**BASE, "emb_dim": 32, "mlp_dim": 64, "backprop": backprop,
+                                 "num_segments": num_segments, "seq_len": 32 * num_segments})
   model = build_torch_model(cfg)
   tokens = np.random.default_rng(1).integers(1, cfg.vocab_size, (4, cfg.seq_len))
   with SavedTensorMeter(model.parameters()) as meter:

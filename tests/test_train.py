@@ -18,6 +18,7 @@ from experiments.faults import (
 )
 from rmaat_jax import train
 from rmaat_jax.data import pipeline
+from rmaat_jax.data.tasks import TASKS
 
 TINY_MODEL = dict(emb_dim=16, num_heads=2, num_layers=1, mlp_dim=32, dropout_rate=0.1)
 TINY_TRAIN = dict(num_steps=2, batch_size=4, eval_every=1, checkpoint_every=2, log_every=1,
@@ -27,7 +28,7 @@ TINY_TRAIN = dict(num_steps=2, batch_size=4, eval_every=1, checkpoint_every=2, l
 def tiny_config(name, tmp_path, **data):
   config = configs.load(name)
   config.model.update(TINY_MODEL)
-  if config.model.pad_id >= 0:  # text-like tasks: any length; pixel tasks keep 1024
+  if not TASKS[config.data.dataset].fixed_length:  # pixel tasks keep their 1024
     config.model.update(seq_len=64, num_segments=2)
   config.train.update(TINY_TRAIN)
   config.data.update(data_dir=str(tmp_path / "tfds"), generate_sizes=(24, 8, 8), **data)

@@ -7,13 +7,13 @@ does it first) costs milliseconds: the input pipeline (pipeline.py) reads these 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import Any
 
 from rmaat_jax.data import listops, pathfinder, preprocess
 from rmaat_jax.errors import ConfigError
 
-__all__ = ["TASKS", "Task", "check_data_config", "check_model_config", "get_task"]
+__all__ = ["MODEL_FACTS", "TASKS", "Task", "check_data_config", "get_task", "model_config",
+           "model_facts"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +28,8 @@ class Task:
   pad_id: int  # -1: every id is a real token
   catalog: str = ""  # TFDS catalog name, else our builder below
   builder: str = ""  # class name in rmaat_jax.data.builders (resolved by the pipeline)
-  length: int | None = None  # fixed length of pixel tasks
+  seq_len: int = 0  # tokens per example the model reads (model.seq_len=0 takes this)
+  fixed_length: bool = False  # pixel tasks: exactly seq_len tokens, no other length
   generator: str = ""  # "listops" | "pathfinder" when data.generate may be used
   download_url: str = ""  # catalog datasets: checked before TFDS downloads (fails fast)
   offline: str = ""  # what to do without internet (catalog datasets)
@@ -37,18 +38,19 @@ class Task:
 TASKS: dict[str, Task] = {
     "listops": Task("LRA ListOps", ("train", "validation", "test"), "tokens",
                     listops.VOCAB_SIZE, 10, listops.PAD_ID, builder="LraListops",
-                    generator="listops"),
+                    seq_len=2048, generator="listops"),
     "text": Task("LRA Text (IMDb bytes; LRA evaluates on test for validation too)",
                  ("train", "test", "test"), "text", preprocess.BYTE_VOCAB_SIZE, 2, 0,
-                 catalog="imdb_reviews",
+                 catalog="imdb_reviews", seq_len=4096,
                  download_url="http://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz",
                  offline="prepare imdb_reviews on a machine with internet and copy its "
                  "folder into data.data_dir"),
     "retrieval": Task("LRA Retrieval (AAN)", ("train", "validation", "test"), "pair",
-                      preprocess.BYTE_VOCAB_SIZE, 2, 0, builder="LraRetrieval"),
+                      preprocess.BYTE_VOCAB_SIZE, 2, 0, builder="LraRetrieval",
+                      seq_len=4096),
     "image": Task("LRA Image (CIFAR-10 grayscale)", ("train[:90%]", "train[90%:]", "test"),
                   "image_rgb", preprocess.PIXEL_VOCAB_SIZE, 10, -1, catalog="cifar10",
-                  length=1024,
+                  seq_len=1024, fixed_length=True,
                   download_url="https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
                   offline="use the substitute "
                   "--config.data.dataset=fashion_mnist (Debian's dataset-fashion-mnist; results "
@@ -58,10 +60,10 @@ TASKS: dict[str, Task] = {
         "Image (Fashion-MNIST) - offline SUBSTITUTE for LRA Image, not comparable with "
         "CIFAR-10 results", ("train[:90%]", "train[90%:]", "test"), "tokens",
         preprocess.PIXEL_VOCAB_SIZE, 10, -1, builder="FashionMnistDebian",
-        length=1024),
+        seq_len=1024, fixed_length=True),
     "pathfinder": Task("LRA Pathfinder-32 (hard)", ("train", "validation", "test"), "tokens",
                        preprocess.PIXEL_VOCAB_SIZE, 2, -1, builder="LraPathfinder32",
-                       length=1024, generator="pathfinder"),
+                       seq_len=1024, fixed_length=True, generator="pathfinder"),
 }
 
 
@@ -71,24 +73,30 @@ def get_task(name: str) -> Task:
   return TASKS[name]
 
 
-def check_model_config(model_config: Mapping[str, Any], task: Task, name: str) -> None:
-  """The model must be able to read the data: vocabulary, classes, length, padding."""
-  if model_config["vocab_size"] < task.vocab_size:
-    raise ConfigError(f"model.vocab_size={model_config['vocab_size']} is smaller than "
-                      f"{name}'s vocabulary ({task.vocab_size}); set it to {task.vocab_size}")
-  if model_config["num_classes"] != task.num_classes:
-    raise ConfigError(f"model.num_classes={model_config['num_classes']}: {name} has "
-                      f"{task.num_classes} classes")
-  if task.length is not None and model_config["seq_len"] != task.length:
-    raise ConfigError(f"model.seq_len={model_config['seq_len']}: {name} has exactly "
-                      f"{task.length} tokens per example; set model.seq_len={task.length}")
-  if model_config.get("pad_id", 0) != task.pad_id:
-    raise ConfigError(f"model.pad_id={model_config.get('pad_id', 0)}: {name} uses "
-                      f"pad_id={task.pad_id}" + (" (every pixel value is a real token)"
-                                                 if task.pad_id < 0 else ""))
-  if model_config.get("dual_encoder", False) != (task.kind == "pair"):
-    raise ConfigError(f"model.dual_encoder={model_config.get('dual_encoder', False)}: "
-                      f"{name} needs dual_encoder={task.kind == 'pair'}")
+# What the data fixes about the model. The task configs hold only choices (size, segments,
+# schedule); these come from the dataset, and the trainer passes them to the model.
+MODEL_FACTS = ("vocab_size", "num_classes", "pad_id", "dual_encoder", "seq_len")
+
+
+def model_facts(config) -> dict[str, Any]:
+  """{vocab_size, num_classes, pad_id, dual_encoder, seq_len} of `config.data.dataset`.
+
+  seq_len: `model.seq_len` where set (> 0: pad or truncate text-like inputs to it), else the
+  task's length (ListOps and Text/Retrieval padded to 2048 / 4096, pixels 1024).
+  """
+  task = get_task(config.data.dataset)
+  return dict(vocab_size=task.vocab_size, num_classes=task.num_classes, pad_id=task.pad_id,
+              dual_encoder=task.kind == "pair", seq_len=config.model.seq_len or task.seq_len)
+
+
+def model_config(config) -> dict[str, Any]:
+  """`config.model` completed with the dataset's facts: what ModelConfig.from_config takes."""
+  model = dict(config.model.items())
+  for name in MODEL_FACTS[:-1]:  # all but seq_len, which a config may choose
+    if name in model:
+      raise ConfigError(f"model.{name}: the dataset sets it ({config.data.dataset}: "
+                        f"{model_facts(config)[name]}); remove it from the config")
+  return {**model, **model_facts(config)}
 
 
 _DIFFICULTIES = tuple(pathfinder.CONTOUR_LENGTHS)
@@ -103,22 +111,26 @@ def check_data_config(config) -> None:
   """Every `data.*` value, and that the model can read the data; before any file is read."""
   data_config, name = config.data, config.data.dataset
   task = get_task(name)
-  check_model_config(config.model, task, name)
+  seq_len = config.model.seq_len
+  if task.fixed_length and seq_len not in (0, task.seq_len):
+    raise ConfigError(f"model.seq_len={seq_len}: {name} has exactly {task.seq_len} tokens "
+                      f"per example; set model.seq_len=0 (the dataset's length) or "
+                      f"{task.seq_len}")
   for field in ("download", "generate"):
-    if not isinstance(data_config.get(field, False), bool):
-      raise ConfigError(f"data.{field}={data_config.get(field)!r}: must be True or False")
-  if data_config.get("generate", False) and not task.generator:
+    if not isinstance(data_config[field], bool):
+      raise ConfigError(f"data.{field}={data_config[field]!r}: must be True or False")
+  if data_config.generate and not task.generator:
     raise ConfigError(f"data.generate=True: {name} cannot be generated (only listops and "
                       "pathfinder can); set data.generate=False")
-  sizes = data_config.get("generate_sizes", ())
+  sizes = data_config.generate_sizes
   if (not isinstance(sizes, (tuple, list)) or len(sizes) != 3
       or any(isinstance(n, bool) or not isinstance(n, int) or n <= 0 for n in sizes)):
     raise ConfigError(f"data.generate_sizes={sizes!r}: need three positive integers "
                       "(train, validation, test), e.g. '(2000,200,200)'")
-  _check_int("generate_seed", data_config.get("generate_seed", 0), 0)
-  _check_int("generate_workers", data_config.get("generate_workers", 1), 1)
-  _check_int("num_workers", data_config.get("num_workers", 0), 0)
-  difficulty = data_config.get("pathfinder_difficulty", "hard")
+  _check_int("generate_seed", data_config.generate_seed, 0)
+  _check_int("generate_workers", data_config.generate_workers, 1)
+  _check_int("num_workers", data_config.num_workers, 0)
+  difficulty = data_config.pathfinder_difficulty
   if difficulty not in _DIFFICULTIES:
     raise ConfigError(f"data.pathfinder_difficulty={difficulty!r}: use one of "
                       f"{_DIFFICULTIES}")

@@ -32,33 +32,30 @@ _POSITIVE_INTS = (
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """All model hyper-parameters (docs/method.md sections 1-5)."""
+  """All model hyper-parameters (docs/method.md sections 1-5); meanings and defaults:
+  configs/default.py. Build with `from_config`, which fills what a mapping leaves out."""
 
   vocab_size: int
   num_classes: int
   seq_len: int
   num_segments: int
-  num_memory_tokens: int = 1
-  emb_dim: int = 128
-  num_heads: int = 4
-  num_layers: int = 2
-  mlp_dim: int = 256
-  dropout_rate: float = 0.1
-  attention: str = "astro"
-  position: str = "projected"
-  position_scale: float = 2.0
-  alpha: float = 0.25
-  hebbian_sigmoid: bool = False
-  retention: str = "paper"
-  backprop: str = "amrb"
-  pool: str = "memory"
-  dual_encoder: bool = False
-  # Token id that marks padding; -1 means "no padding id" (Image, Pathfinder, where every
-  # value 0-255 is a real pixel).
-  pad_id: int = 0
-  # Per example, a segment (after the first) made only of pad_id leaves the memory
-  # unchanged and applies no RF; the head reads the last real segment.
-  skip_empty_segments: bool = False
+  num_memory_tokens: int
+  emb_dim: int
+  num_heads: int
+  num_layers: int
+  mlp_dim: int
+  dropout_rate: float
+  attention: str
+  position: str
+  position_scale: float
+  alpha: float
+  hebbian_sigmoid: bool
+  retention: str
+  backprop: str
+  pool: str
+  dual_encoder: bool
+  pad_id: int  # -1: no padding id (Image, Pathfinder: every value 0-255 is a pixel)
+  skip_empty_segments: bool
 
   def __post_init__(self):
     _validate(self)
@@ -78,18 +75,27 @@ class ModelConfig:
 
   @classmethod
   def from_config(cls, config: Mapping[str, Any]) -> ModelConfig:
-    """Builds from a ConfigDict / dict; unknown keys are an error (typos must not pass)."""
+    """Builds from a ConfigDict / dict; unknown keys are an error (typos must not pass).
+
+    Fields the mapping leaves out take configs/default.py's values: the one place a
+    default lives (`build_model(dict(vocab_size=17, ...))` from Python needs no full config).
+    """
+    from configs import default  # the project's config package (installed with it)
+
     items = dict(config.items())
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(items) - known)
     if unknown:
       raise ConfigError(
           f"model.{unknown[0]}: unknown field; valid fields are {sorted(known)}")
-    missing = [f.name for f in dataclasses.fields(cls)
-               if f.default is dataclasses.MISSING and f.name not in items]
+    merged = {**default.get_config().model.to_dict(), **items}
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in merged]
     if missing:
-      raise ConfigError(f"model.{missing[0]}: required field is missing")
-    return cls(**items)
+      raise ConfigError(
+          f"model.{missing[0]} is missing: the dataset sets {', '.join(missing)} when the "
+          "trainer builds the model (rmaat_jax.data.tasks.model_config); pass them when "
+          "building a model yourself")
+    return cls(**merged)
 
 
 _BOOLS = ("hebbian_sigmoid", "dual_encoder", "skip_empty_segments")
