@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rmaat_jax.models.layers import LayerNorm, elu_plus_one, gelu
 from rmaat_jax.models.position import distance_positions, projected_positions
 
 Array = jax.Array
@@ -27,8 +28,9 @@ __all__ = [
 
 
 def phi(x: Array) -> Array:
-  """Feature map elu(x) + 1: strictly positive, so every normaliser is > 0."""
-  return jax.nn.elu(x) + 1.0
+  """Feature map elu(x) + 1: strictly positive, so every normaliser is > 0 (its backward
+  pass keeps only its output: layers.elu_plus_one)."""
+  return elu_plus_one(x)
 
 
 def _mask_keys(features: Array, key_mask: Array | None) -> Array:
@@ -158,7 +160,7 @@ class EncoderBlock(nn.Module):
     drop = lambda: nn.Dropout(self.dropout_rate, deterministic=deterministic)  # noqa: E731
     attn = MultiHeadAttention(self.num_heads, self.attention, self.alpha,
                               self.hebbian_sigmoid, name="attention")(x, key_mask, r)
-    y = nn.LayerNorm(name="ln_attention")(x + drop()(attn))
-    h = nn.gelu(nn.Dense(self.mlp_dim, name="mlp_in")(y))
+    y = LayerNorm(name="ln_attention")(x + drop()(attn))
+    h = gelu(nn.Dense(self.mlp_dim, name="mlp_in")(y))
     h = nn.Dense(x.shape[-1], name="mlp_out")(drop()(h))
-    return nn.LayerNorm(name="ln_mlp")(y + drop()(h))
+    return LayerNorm(name="ln_mlp")(y + drop()(h))

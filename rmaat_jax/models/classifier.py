@@ -58,6 +58,17 @@ def pool(z: Array, cfg: ModelConfig, last_tokens: Array) -> Array:
   return jnp.sum(z * weights, axis=1) / jnp.sum(weights, axis=1)
 
 
+def dropout_key(key: Array) -> Array:
+  """The segments' dropout key: an "rbg" key (XLA's RngBitGenerator) drawn from `key`.
+
+  Threefry, JAX's default, materialises two uint32 arrays of a mask's size per dropout
+  layer, and under AMRB's replay they were most of the step's temporary memory (8 MiB per
+  layer on the Text config at batch 2); RngBitGenerator writes the bits once. Same
+  determinism: a function of the step's key, folded per segment.
+  """
+  return jax.random.wrap_key_data(jax.random.bits(key, (4,), jnp.uint32), impl="rbg")
+
+
 class RMAATClassifier(nn.Module):
   """Recurrent Memory Augmented Astromorphic Transformer for sequence classification."""
 
@@ -106,7 +117,8 @@ class RMAATClassifier(nn.Module):
     memory_init = self.param("memory_init", nn.initializers.normal(cfg.emb_dim ** -0.5),
                              (cfg.num_memory_tokens, cfg.emb_dim))
     mem0 = jnp.broadcast_to(memory_init, (tokens.shape[0],) + memory_init.shape)
-    key = self.make_rng("dropout") if train and cfg.dropout_rate > 0 else jax.random.key(0)
+    key = (dropout_key(self.make_rng("dropout")) if train and cfg.dropout_rate > 0
+           else jax.random.key(0))
 
     segments = split_segments(tokens, cfg.num_segments)
     skip_pad_id = cfg.pad_id if cfg.skip_empty_segments and cfg.pad_id >= 0 else None

@@ -1,0 +1,121 @@
+"""GELU, the elu + 1 feature map and LayerNorm with backward passes that keep only what they
+need.
+
+Autodiff of the textbook formulas keeps every intermediate for the backward pass: flax's
+tanh-GELU four float32 [B, N, d_ff] tensors per layer, LayerNorm three or four [B, N, d],
+elu + 1 its input beside its output. Under BPTT that is stored for every segment (most of
+the per-segment memory of the Text config). Each function here is a `jax.custom_vjp` whose
+residuals are what PyTorch keeps: GELU its input, elu + 1 its output, LayerNorm its input
+and per-row statistics. Forward values are the same functions as flax's / jax's; gradients
+equal autodiff's to float rounding (tests/test_layers.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_GELU_CUBIC = 0.044715
+
+
+@jax.custom_vjp
+def gelu(x: Array) -> Array:
+  """tanh-approximate GELU (= flax.linen.gelu); the backward pass keeps only `x`."""
+  return jax.nn.gelu(x, approximate=True)
+
+
+def _gelu_fwd(x: Array) -> tuple[Array, Array]:
+  return gelu(x), x
+
+
+def _gelu_bwd(x: Array, dy: Array) -> tuple[Array]:
+  # With s = sigmoid(2u) = (1 + tanh u) / 2: d/dx [x s] = s + 2 x s (1 - s) du/dx, free of
+  # the cancellation in 1 + tanh(u) for negative x.
+  xf = x.astype(jnp.float32)
+  s = jax.nn.sigmoid(2.0 * _SQRT_2_OVER_PI * (xf + _GELU_CUBIC * xf ** 3))
+  du_dx = _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_CUBIC * xf * xf)
+  slope = s + 2.0 * xf * s * (1.0 - s) * du_dx
+  return ((dy * slope).astype(x.dtype),)
+
+
+gelu.defvjp(_gelu_fwd, _gelu_bwd)
+
+
+@jax.custom_vjp
+def elu_plus_one(x: Array) -> Array:
+  """phi(x) = elu(x) + 1 > 0; the backward pass keeps only the output y (which the
+  attention keeps anyway): dphi/dx = 1 where x > 0, exp(x) = y elsewhere."""
+  return jax.nn.elu(x) + 1.0
+
+
+def _elu_fwd(x: Array) -> tuple[Array, Array]:
+  y = elu_plus_one(x)
+  return y, y
+
+
+def _elu_bwd(y: Array, dy: Array) -> tuple[Array]:
+  # y > 1 exactly where x > 0 (for tiny x > 0, y rounds to 1 and the slope y = 1 is exact).
+  return (dy * jnp.where(y > 1.0, jnp.ones_like(y), y),)
+
+
+elu_plus_one.defvjp(_elu_fwd, _elu_bwd)
+
+
+def _stats(x: Array, epsilon: float) -> tuple[Array, Array]:
+  xf = x.astype(jnp.float32)
+  mean = jnp.mean(xf, axis=-1, keepdims=True)
+  var = jnp.maximum(jnp.mean(jnp.square(xf), axis=-1, keepdims=True) - mean ** 2, 0.0)
+  return mean, jax.lax.rsqrt(var + epsilon)
+
+
+def _layer_norm_fwd(x: Array, scale: Array, bias: Array, epsilon: float):
+  mean, rstd = _stats(x, epsilon)
+  y = ((x.astype(jnp.float32) - mean) * (rstd * scale.astype(jnp.float32))
+       + bias.astype(jnp.float32))
+  # flax.linen.LayerNorm's output dtype: the promotion of input and parameters.
+  out_dtype = jnp.result_type(x.dtype, scale.dtype, bias.dtype)
+  return y.astype(out_dtype), (x, mean, rstd, scale, bias)
+
+
+def _layer_norm_bwd(epsilon: float, residuals, dy: Array):
+  del epsilon  # folded into rstd
+  x, mean, rstd, scale, bias = residuals
+  x_hat = (x.astype(jnp.float32) - mean) * rstd
+  dyf = dy.astype(jnp.float32)
+  reduce_axes = tuple(range(x.ndim - 1))
+  d_scale = jnp.sum(dyf * x_hat, axis=reduce_axes).astype(scale.dtype)
+  d_bias = jnp.sum(dyf, axis=reduce_axes).astype(bias.dtype)
+  g = dyf * scale.astype(jnp.float32)
+  dx = rstd * (g - jnp.mean(g, axis=-1, keepdims=True)
+               - x_hat * jnp.mean(g * x_hat, axis=-1, keepdims=True))
+  return dx.astype(x.dtype), d_scale, d_bias
+
+
+def _layer_norm(x: Array, scale: Array, bias: Array, epsilon: float = 1e-6) -> Array:
+  """LayerNorm over the last axis (= flax.linen.LayerNorm); statistics in float32.
+  The backward pass keeps x and the per-row mean and 1 / std."""
+  return _layer_norm_fwd(x, scale, bias, epsilon)[0]
+
+
+layer_norm = jax.custom_vjp(_layer_norm, nondiff_argnums=(3,))
+layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+
+
+class LayerNorm(nn.Module):
+  """flax.linen.LayerNorm's parameters ("scale", "bias") and values, with layer_norm's
+  lean backward pass."""
+
+  epsilon: float = 1e-6
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    features = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+    return layer_norm(x, scale, bias, self.epsilon)
