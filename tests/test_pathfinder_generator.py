@@ -11,9 +11,9 @@ from PIL import Image
 
 from rmaat_jax.data import pathfinder as pf
 
-# Hard-set statistics of the original snakes2.py at LRA's Pathfinder32 arguments, run with
-# scipy.misc/cv2 emulated (230 images; docs/data.md section 4.4). The 20.3 / 0.34 reported
-# elsewhere are not what that code produces.
+# Hard-set statistics of this generator (a regression check; docs/data.md section 4.4). The
+# original snakes2.py gives 20.3 / 0.344 at these arguments: it treats the dilation border
+# differently (section 4.2, an open decision).
 HARD_MEAN, HARD_NONZERO = 27.9, 0.454
 
 

@@ -1,0 +1,62 @@
+"""Per-segment and per-layer training memory of the Text config's model (issue 13).
+
+    python -m experiments.segment_memory [--batch 2]
+
+Compiled temp memory (XLA buffer assignment) of one training gradient: BPTT at 2 and 4
+segments (the difference / 2 is what BPTT stores per segment), AMRB at 1, 2 and 4 layers
+with and without dropout (what AMRB's replay holds per layer). Segments of 512 tokens.
+Writes experiments/results/segment_memory.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import pathlib
+
+import jax
+
+import configs
+from rmaat_jax.data.tasks import model_config
+from rmaat_jax.memory import gradient_step_profile
+
+HERE = pathlib.Path(__file__).resolve().parent
+MIB = 2.0 ** 20
+
+
+def temp_mib(base: dict, batch: int, **changes) -> float:
+  segment_len = base["seq_len"] // base["num_segments"]
+  cfg = {**base, **changes}
+  cfg["seq_len"] = segment_len * cfg["num_segments"]
+  return gradient_step_profile(cfg, batch)["temp"] / MIB
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--batch", type=int, default=2)
+  parser.add_argument("--out_dir", type=pathlib.Path, default=HERE / "results")
+  args = parser.parse_args(argv)
+  base = model_config(configs.load("lra_text"))
+  bptt = {t: temp_mib(base, args.batch, backprop="bptt", num_segments=t) for t in (2, 4)}
+  amrb = {(layers, rate): temp_mib(base, args.batch, backprop="amrb", num_segments=2,
+                                   num_layers=layers, dropout_rate=rate)
+          for layers in (1, 2, 4) for rate in (0.1, 0.0)}
+  lines = [f"# segment_memory ({datetime.date.today()}, {jax.devices()[0].platform}, "
+           f"Text config model, batch {args.batch})", "",
+           f"BPTT temp: {bptt[2]:.1f} MiB at 2 segments, {bptt[4]:.1f} at 4: "
+           f"**{(bptt[4] - bptt[2]) / 2:.1f} MiB per segment**", "",
+           "| AMRB layers | temp, dropout 0.1 (MiB) | temp, no dropout (MiB) |", "|---|---|---|"]
+  lines += [f"| {n} | {amrb[(n, 0.1)]:.1f} | {amrb[(n, 0.0)]:.1f} |" for n in (1, 2, 4)]
+  text = "\n".join(lines)
+  print(text)
+  args.out_dir.mkdir(parents=True, exist_ok=True)
+  (args.out_dir / "segment_memory.md").write_text(text + "\n")
+  (args.out_dir / "segment_memory.json").write_text(json.dumps(
+      {"batch": args.batch, "bptt_temp_mib": bptt,
+       "amrb_temp_mib": [{"layers": n, "dropout": r, "temp_mib": v}
+                         for (n, r), v in amrb.items()]}, indent=1))
+
+
+if __name__ == "__main__":
+  main()
