@@ -2,6 +2,7 @@
 
 import gzip
 import pathlib
+import pickle
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from PIL import Image
 from rmaat_jax.config_checks import check_devices, validate_config
 from rmaat_jax.data import builders, listops, pathfinder, pipeline, preprocess
 from rmaat_jax.data.pipeline import DataMissingError, get_datasets
+from rmaat_jax.errors import DataFormatError
 from rmaat_jax.models import ConfigError
 
 
@@ -272,3 +274,172 @@ def test_pathfinder_generated_and_lra_layout_share_one_loader(tmp_path):
     for b in loader:
       for inputs, target in zip(b["inputs"], b["targets"], strict=True):
         assert pngs[inputs.astype(np.uint8).tobytes()] == target
+
+
+# --- batched decoding (issue 13 item 6) against the per-record reference --------------------
+
+def per_record_reference(kind, record, seq_len, pad_id):
+  """A TFDS-decoded record -> (int32 ids, int32 label): the per-record transform the loaders
+  ran before they read and decoded whole batches."""
+  if kind == "tokens":
+    ids = preprocess.pad_to(np.asarray(record["inputs"]), seq_len, max(pad_id, 0))
+  elif kind == "text":
+    ids = preprocess.pad_to(preprocess.byte_ids(record["text"], builders.TEXT_MAX_LEN), seq_len)
+  elif kind == "image_rgb":
+    ids = preprocess.grayscale_pixels(record["image"])
+  else:
+    ids = np.stack([preprocess.pad_to(np.asarray(record[k]), seq_len)
+                    for k in ("inputs_a", "inputs_b")])
+  label = record["targets"] if "targets" in record else record["label"]
+  return ids.astype(np.int32), np.asarray(label, np.int32)
+
+
+def task_features(name, data_dir):
+  """The TFDS features of the builder that stores `name` (nothing is prepared)."""
+  if name in ("image", "text"):
+    return tfds.builder({"image": "cifar10", "text": "imdb_reviews"}[name],
+                        data_dir=str(data_dir)).info.features
+  cls = {"listops": builders.LraListops, "pathfinder": builders.LraPathfinder32,
+         "retrieval": builders.LraRetrieval}[name]
+  return cls(data_dir=str(data_dir)).info.features
+
+
+def random_records(name, n, seq_len, rng):
+  """n examples in the format of `name`'s builder, with the edge cases first: empty, one
+  token, exactly / one short of / one past seq_len, and far longer."""
+  lengths = [0, 1, seq_len - 1, seq_len, seq_len + 1, 5000]
+  lengths += list(rng.integers(0, 2 * seq_len, n - len(lengths)))
+  records = []
+  for i, length in enumerate(lengths[:n]):
+    if name == "listops":
+      records.append({"inputs": rng.integers(1, 17, length, np.int32), "targets": i % 10})
+    elif name == "pathfinder":
+      records.append({"inputs": rng.integers(0, 256, 1024, np.int32), "targets": i % 2})
+    elif name == "retrieval":
+      records.append({"inputs_a": rng.integers(1, 257, length, np.int32),
+                      "inputs_b": rng.integers(1, 257, (length * 7) % 90, np.int32),
+                      "targets": i % 2})
+    elif name == "image":
+      image = rng.integers(0, 256, (32, 32, 3), np.uint8)
+      image[:2] = (0, 255)[i % 2]  # black and white rows: the ends of the range
+      records.append({"id": f"train_{i}", "image": image, "label": i % 10})
+    else:  # text: UTF-8 with multi-byte characters, and raw bytes 0x00 and 0xff
+      text = "é日b" * (length // 6) + "a" * (length % 6)
+      records.append({"text": text.encode() + b"\x00\xff" if i % 3 == 0 else text,
+                      "label": i % 2})
+  return records
+
+
+DECODE_CASES = [  # (test id, task, record kind, seq_len, vocab_size, pad_id)
+    ("listops", "listops", "tokens", 64, 17, 0),
+    ("pathfinder", "pathfinder", "tokens", 1024, 256, -1),
+    ("text", "text", "text", 96, 257, 0),
+    ("text-past-4096", "text", "text", 4200, 257, 0),  # LRA's 4096-byte cut, then padding
+    ("image", "image", "image_rgb", 1024, 256, -1),
+    ("retrieval", "retrieval", "pair", 48, 257, 0),
+]
+
+
+@pytest.mark.parametrize("name, kind, seq_len, vocab, pad_id",
+                         [c[1:] for c in DECODE_CASES], ids=[c[0] for c in DECODE_CASES])
+def test_batched_decoding_matches_the_per_record_reference(tmp_path, monkeypatch, name,
+                                                           kind, seq_len, vocab, pad_id):
+  features = task_features(name, tmp_path)
+  records = random_records(name, 37, seq_len, np.random.default_rng(len(name)))
+  raw = [features.serialize_example(r) for r in records]  # what the ArrayRecord file holds
+  decoded = [features.deserialize_example_np(r) for r in raw]  # what TFDS would hand out
+  expected = [per_record_reference(kind, d, seq_len, pad_id) for d in decoded]
+  transform = pipeline.ToModelInputs(kind, seq_len, pad_id, vocab, name, features=features)
+  transform = pickle.loads(pickle.dumps(transform))  # as grain's worker processes get it
+
+  def fail(*args, **kwargs):
+    raise AssertionError("raw records must not go through TFDS's per-record decoding")
+
+  monkeypatch.setattr(transform.features, "deserialize_example_np", fail)
+  for inputs in (raw, decoded, records):  # the loaders'; mock_data's; plain examples
+    for sizes in ((32, 5), (1, 1, 1)):  # a full batch then a short last one; single examples
+      start = 0
+      for size in sizes:
+        batch = transform(inputs[start:start + size])
+        want = expected[start:start + size]
+        assert batch["inputs"].dtype == np.int32 and batch["targets"].dtype == np.int32
+        np.testing.assert_array_equal(batch["inputs"], np.stack([w[0] for w in want]))
+        np.testing.assert_array_equal(batch["targets"], np.stack([w[1] for w in want]))
+        start += size
+  single = transform.map(decoded[3])
+  np.testing.assert_array_equal(single["inputs"], expected[3][0])
+  assert single["targets"] == expected[3][1]
+
+
+def test_features_the_fast_decoding_does_not_know_are_decoded_by_tfds(tmp_path):
+  features = tfds.features.FeaturesDict({  # compressed ids: only TFDS can read them
+      "inputs": tfds.features.Tensor(shape=(None,), dtype=np.int32, encoding="zlib"),
+      "targets": tfds.features.ClassLabel(num_classes=3)})
+  records = [{"inputs": np.arange(1, n + 1, dtype=np.int32), "targets": n % 3}
+             for n in (0, 3, 9)]
+  transform = pipeline.ToModelInputs("tokens", 6, 0, 17, "listops", features=features)
+  batch = transform([features.serialize_example(r) for r in records])
+  expected = [per_record_reference("tokens", r, 6, 0) for r in records]
+  np.testing.assert_array_equal(batch["inputs"], np.stack([e[0] for e in expected]))
+  np.testing.assert_array_equal(batch["targets"], [0, 0, 0])
+
+
+def test_out_of_vocabulary_ids_name_the_first_bad_example_of_a_batch(tmp_path):
+  features = task_features("listops", tmp_path)
+  ids = [[1, 2], [3], [1, 17], [4], [-1, 5]]
+  raw = [features.serialize_example({"inputs": np.array(i, np.int32), "targets": 0})
+         for i in ids]
+  transform = pipeline.ToModelInputs("tokens", 8, 0, 17, "listops", features=features)
+  with pytest.raises(DataFormatError, match=r"^listops: an example holds token id 17, outside "
+                     r"the task's vocabulary \[0, 17\); the prepared copy is corrupt"):
+    transform(raw)
+  with pytest.raises(DataFormatError, match="token id -1, outside"):
+    transform(raw[3:])
+  assert transform(raw[:2])["inputs"].max() == 3
+
+
+@pytest.mark.parametrize("shape", [(5, 32, 32, 3), (5, 28, 28, 1), (5, 28, 28)])
+def test_grayscale_batch_is_grayscale_pixels_per_image(shape):
+  images = np.random.default_rng(0).integers(0, 256, shape, np.uint8)
+  np.testing.assert_array_equal(preprocess.grayscale_batch(images),
+                                np.stack([preprocess.grayscale_pixels(i) for i in images]))
+
+
+def test_batch_reader_reads_what_tfds_reads(tmp_path):
+  write_fashion_mnist(tmp_path)  # 20 training and 5 test records
+  config = make_config("fashion_mnist", tmp_path / "tfds", manual_dir=str(tmp_path))
+  builder, _ = pipeline.prepare_builder("fashion_mnist", config.data)
+  split = "train[25%:]+test"  # two files, the first one from its 6th record on
+  source = builder.as_data_source(split=split,
+                                  deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+  assert len(source) == 20
+  keys = [int(k) for k in np.random.default_rng(0).permutation(20)] + [0, 19, 19]
+  reader = pipeline.BatchReader(source)
+  assert reader.read(keys) == [source[k] for k in keys]
+  assert pickle.loads(pickle.dumps(reader)).read(keys[:5]) == [source[k] for k in keys[:5]]
+  with pytest.raises(IndexError):
+    reader.read([20])
+  # grain keeps repr(data source) in iterator states: states saved before stay valid.
+  assert repr(pipeline.RecordKeys(source)) == repr(builder.as_data_source(split=split))
+
+
+def test_loaders_give_the_per_record_reference_batches(generated_listops):
+  config = make_config("listops", generated_listops, generate=True, seed=5, batch_size=3)
+  ds = get_datasets(config)
+  builder, _ = pipeline.prepare_builder("listops", config.data)
+  train, validation = (builder.as_data_source(split=s) for s in ("train", "validation"))
+  sampler = pipeline.GlobalBatchSampler(len(train), 3, 0, 1, seed=5)
+
+  def reference(source, keys):
+    rows = [per_record_reference("tokens", source[k], SEQ["listops"], 0) for k in keys]
+    return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
+
+  for step, batch in enumerate(first_batches(ds.train, 10)):  # 30 of 24 records: 2 epochs
+    ids, labels = reference(train, [sampler[3 * step + i].record_key for i in range(3)])
+    np.testing.assert_array_equal(batch["inputs"], ids)
+    np.testing.assert_array_equal(batch["targets"], labels)
+  batches = list(ds.validation)
+  assert [len(b["targets"]) for b in batches] == [3, 3, 2]  # the last batch is short
+  ids, labels = reference(validation, range(8))
+  np.testing.assert_array_equal(np.concatenate([b["inputs"] for b in batches]), ids)
+  np.testing.assert_array_equal(np.concatenate([b["targets"] for b in batches]), labels)

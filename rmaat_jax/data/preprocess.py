@@ -1,10 +1,14 @@
 """LRA preprocessing conventions (docs/data.md section 2), as pure numpy functions.
 
 Shared by the TFDS builders (which store token ids) and the grain transforms (which turn
-catalog images and texts into token ids), so that every task sees one definition.
+catalog images and texts into token ids), so that every task sees one definition. The
+`*_rows` / `*_batch` functions do the same for a whole batch at once, into one int32 array
+(the input pipeline's batches); tests check them against the per-example functions.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -26,6 +30,51 @@ def pad_to(ids: np.ndarray, length: int, pad_id: int = 0) -> np.ndarray:
   n = min(length, ids.shape[0])
   out[:n] = ids[:n]
   return out
+
+
+def pad_rows(rows: Sequence[np.ndarray], length: int, pad_id: int = 0,
+             out: np.ndarray | None = None) -> np.ndarray:
+  """pad_to for a batch: each 1-D id array truncated or right-padded to `length`, as the
+  rows of one int32 [len(rows), length] array (`out` if given)."""
+  if out is None:
+    out = np.empty((len(rows), length), np.int32)
+  out.fill(pad_id)
+  for row, ids in zip(out, rows, strict=True):
+    n = min(length, ids.shape[0])
+    row[:n] = ids[:n]
+  return out
+
+
+def byte_rows(texts: Sequence[str | bytes], max_len: int, length: int,
+              out: np.ndarray | None = None) -> np.ndarray:
+  """byte_ids then pad_to (0 = pad) for a batch: int32 [len(texts), length] (`out` if
+  given)."""
+  if out is None:
+    out = np.empty((len(texts), length), np.int32)
+  out.fill(0)
+  limit = min(max_len, length)
+  for row, text in zip(out, texts, strict=True):
+    data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+    n = min(limit, len(data))
+    row[:n] = np.frombuffer(data, np.uint8, n)
+    row[:n] += 1  # in int32: 255 + 1 must not wrap as it would in uint8
+  return out
+
+
+def grayscale_batch(images: np.ndarray) -> np.ndarray:
+  """grayscale_pixels for a batch: [B, H, W, 3], [B, H, W, 1] or [B, H, W] uint8 ->
+  int32 [B, H * W]. The same float64 matmul per pixel, so the same ids bit for bit."""
+  images = np.asarray(images)
+  if images.ndim == 4 and images.shape[-1] == 3:
+    gray = np.rint(images.astype(np.float64) @ GRAY_WEIGHTS)
+  elif images.ndim == 4 and images.shape[-1] == 1:
+    gray = images[..., 0]
+  elif images.ndim == 3:
+    gray = images
+  else:
+    raise ValueError(f"expected [B, H, W], [B, H, W, 1] or [B, H, W, 3] images, got "
+                     f"{images.shape}")
+  return np.clip(gray, 0, 255).astype(np.int32).reshape(images.shape[0], -1)
 
 
 def grayscale_pixels(image: np.ndarray) -> np.ndarray:
