@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 
-from experiments.faults import config_flags, listops_flags, run_main
+from experiments.faults import listops_flags, run_main
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -30,9 +30,10 @@ HERE = pathlib.Path(__file__).resolve().parent
 def one_try(work: pathlib.Path, busy: int, eval_examples: int) -> dict:
   loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
   try:
-    flags = listops_flags(work / "tfds", **{"train.num_steps": 20, "train.eval_every": 5,
-                                            "train.num_eval_batches": 0})
-    flags += config_flags({"data.generate_sizes": f"(40,{eval_examples},{eval_examples})"})
+    # One flag per field: ml_collections appends a repeated tuple override to the first.
+    flags = listops_flags(work / "tfds", **{
+        "train.num_steps": 20, "train.eval_every": 5, "train.num_eval_batches": 0,
+        "data.generate_sizes": f"(40,{eval_examples},{eval_examples})"})
     start = time.time()
     code, stderr = run_main(work / "run", *flags, devices=2, compile_cache=False)
     aborted = "Termination timeout" in stderr
