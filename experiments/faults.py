@@ -18,6 +18,7 @@ import pathlib
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -63,6 +64,29 @@ def run_main(workdir, *overrides, devices=1, wait=True, compile_cache=None, **po
     _, stderr = process.communicate(timeout=600)
     return process.returncode, stderr
   return process
+
+
+def run_two_processes(workdir, flags: list[str], log_dir, timeout: float = 600
+                      ) -> list[tuple[int, pathlib.Path]]:
+  """Trains with 2 processes x 2 forced CPU devices joined on the loopback address
+  (jax.distributed, CPU collectives); returns each process's (exit status, log file)."""
+  with socket.socket() as s:  # a free port for the coordinator
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  distributed = [f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+                 "--config.distributed.enabled=True", "--config.distributed.num_processes=2"]
+  processes = []
+  for index in range(2):
+    log_path = pathlib.Path(log_dir) / f"process{index}.log"
+    log = open(log_path, "w")  # noqa: SIM115 -- closed below
+    processes.append((subprocess.Popen(
+        main_command(workdir, *flags, *distributed, f"--config.distributed.process_id={index}"),
+        cwd=ROOT, env=main_env(2), stdout=subprocess.DEVNULL, stderr=log, text=True),
+        log, log_path))
+  for process, log, _ in processes:
+    process.wait(timeout=timeout)
+    log.close()
+  return [(process.returncode, log_path) for process, _, log_path in processes]
 
 
 def tiny_listops(**overrides) -> dict:

@@ -21,21 +21,13 @@ import json
 import os
 import pathlib
 import shlex
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 
-from experiments.faults import ROOT, listops_flags, main_command, main_env, run_main
+from experiments.faults import listops_flags, run_main, run_two_processes
 
 HERE = pathlib.Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def train_losses(workdir: pathlib.Path) -> dict[int, float]:
@@ -68,24 +60,14 @@ def main(argv: list[str] | None = None) -> None:
     if code:
       sys.exit(f"the 1 x 4 run failed ({code}):\n{stderr[-3000:]}")
 
-    distributed = [f"--config.distributed.coordinator_address=127.0.0.1:{free_port()}",
-                   "--config.distributed.enabled=True", "--config.distributed.num_processes=2"]
-    two_flags = listops_flags(tmp / "tfds_two", **flags) + distributed
     start = time.time()
-    processes = []
-    for index in range(2):
-      log = open(tmp / f"process{index}.log", "w")  # noqa: SIM115 -- closed below
-      processes.append((subprocess.Popen(
-          main_command(tmp / "two", *two_flags, f"--config.distributed.process_id={index}"),
-          cwd=ROOT, env=main_env(2), stdout=subprocess.DEVNULL, stderr=log, text=True), log))
-    for process, log in processes:
-      process.wait(timeout=900)
-      log.close()
+    outcomes = run_two_processes(tmp / "two", listops_flags(tmp / "tfds_two", **flags), tmp,
+                                 timeout=900)
     two_s = time.time() - start
-    for index, (process, _) in enumerate(processes):
-      if process.returncode:
-        sys.exit(f"process {index} of the 2 x 2 run failed ({process.returncode}):\n"
-                 + (tmp / f"process{index}.log").read_text()[-3000:])
+    for index, (code, log) in enumerate(outcomes):
+      if code:
+        sys.exit(f"process {index} of the 2 x 2 run failed ({code}):\n"
+                 + log.read_text()[-3000:])
 
     runs = {}
     for name in ("one", "two"):

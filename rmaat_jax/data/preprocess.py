@@ -80,15 +80,9 @@ def grayscale_batch(images: np.ndarray) -> np.ndarray:
 def grayscale_pixels(image: np.ndarray) -> np.ndarray:
   """[H, W, 3] or [H, W(, 1)] uint8 -> raster-order int32 ids 0-255 (H * W of them)."""
   image = np.asarray(image)
-  if image.ndim == 3 and image.shape[-1] == 3:
-    gray = np.rint(image.astype(np.float64) @ GRAY_WEIGHTS)
-  elif image.ndim == 3 and image.shape[-1] == 1:
-    gray = image[..., 0]
-  elif image.ndim == 2:
-    gray = image
-  else:
+  if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (1, 3))):
     raise ValueError(f"expected an [H, W], [H, W, 1] or [H, W, 3] image, got {image.shape}")
-  return np.clip(gray, 0, 255).astype(np.int32).reshape(-1)
+  return grayscale_batch(image[None])[0]
 
 
 def pad_image(image: np.ndarray, size: int) -> np.ndarray:
