@@ -21,6 +21,10 @@ def get_config() -> ml_collections.ConfigDict:
   model.num_layers = 2
   model.mlp_dim = 256
   model.dropout_rate = 0.1
+  # Dropout masks' random bits: "rbg" (XLA's RngBitGenerator: one buffer per mask, the
+  # least memory; slow on CPU) | "threefry" (JAX's default) | "auto" (threefry on CPU,
+  # rbg on GPU/TPU). docs/method.md section 5.
+  model.dropout_rng = "auto"
   model.attention = "astro"  # "astro" (RMAAT) | "softmax" (RMT) | "linear" (RLT)
   model.position = "projected"  # "projected" | "distance"
   model.position_scale = 2.0

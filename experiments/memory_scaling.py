@@ -28,7 +28,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 MODES = ("bptt", "remat", "amrb")
 MODEL = dict(vocab_size=256, num_classes=10, pad_id=0, dual_encoder=False,
              num_memory_tokens=1, emb_dim=128, num_heads=4,
-             num_layers=2, mlp_dim=512, dropout_rate=0.1, attention="astro",
+             num_layers=2, mlp_dim=512, dropout_rate=0.1, dropout_rng="rbg", attention="astro",
              position="projected", retention="paper", pool="memory")
 SEGMENT_LEN, BATCH = 256, 8
 MB = 2.0 ** 20

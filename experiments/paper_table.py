@@ -36,8 +36,9 @@ def measure(model: str, tokens: int, batch: int, runs: int) -> dict:
   config = configs.load("lra_retrieval")
   base = model_config(config)
   segment_len = base["seq_len"] // base["num_segments"]
+  # "rbg" dropout bits, as on a GPU (CPU compilation stands in for it; docs/method.md 5.1)
   cfg = {**base, **MODEL_PRESETS[model], "seq_len": tokens,
-         "num_segments": tokens // segment_len}
+         "num_segments": tokens // segment_len, "dropout_rng": "rbg"}
   profile = gradient_step_profile(cfg, batch, time_runs=runs)
   return {"model": model, "tokens": tokens, "segments": cfg["num_segments"],
           "memory_mib": profile["total"] / MIB, "temp_mib": profile["temp"] / MIB,

@@ -64,7 +64,9 @@ CASES = {
     "astro-dual-skip-empty": {"dual_encoder": True, "skip_empty_segments": True},
     "softmax-dual-mean-skip-empty": {"attention": "softmax", "dual_encoder": True,
                                      "pool": "mean", "skip_empty_segments": True},
-    "linear-mean-streaming": {"attention": "linear", "pool": "mean", "retention": "streaming"},
+    # rbg dropout bits (what "auto" picks on GPU/TPU): the replay must redraw the same masks.
+    "linear-mean-streaming-rbg": {"attention": "linear", "pool": "mean",
+                                  "retention": "streaming", "dropout_rng": "rbg"},
     "astro-distance-sigmoid": {"position": "distance", "hebbian_sigmoid": True,
                                "retention": "none", "pool": "mean"},
     "one-segment": {"num_segments": 1},
@@ -89,12 +91,22 @@ def test_backprop_modes_give_same_loss_and_gradients(case):
 def test_dropout_is_active_and_keyed():
   cfg = {**TINY, "backprop": "amrb"}
   tokens = _tokens(cfg)
-  model = build_model(cfg)
   variables = _init(cfg, tokens)
-  run = jax.jit(lambda seed: model.apply(variables, tokens, train=True,
-                                         rngs={"dropout": jax.random.key(seed)}))
+
+  def runner(rng):
+    model = build_model({**cfg, "dropout_rng": rng})
+    return jax.jit(lambda seed: model.apply(variables, tokens, train=True,
+                                            rngs={"dropout": jax.random.key(seed)}))
+
+  run, run_rbg = runner("auto"), runner("rbg")
   np.testing.assert_array_equal(run(1), run(1))
+  np.testing.assert_array_equal(run_rbg(1), run_rbg(1))
   assert not np.allclose(run(1), run(2))
+  assert not np.allclose(run_rbg(1), run_rbg(2))
+  # On CPU "auto" is threefry: the step's key itself, no RngBitGenerator.
+  np.testing.assert_array_equal(run(1), runner("threefry")(1))
+  assert not np.allclose(run(1), run_rbg(1))
+  model = build_model(cfg)
   eval_logits = jax.jit(lambda: model.apply(variables, tokens, train=False))()
   np.testing.assert_array_equal(eval_logits, jax.jit(lambda: model.apply(variables, tokens))())
 

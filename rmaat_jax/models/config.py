@@ -23,6 +23,7 @@ CHOICES = {
     "retention": ("paper", "stretched", "streaming", "none"),
     "backprop": ("bptt", "remat", "amrb"),
     "pool": ("memory", "mean"),
+    "dropout_rng": ("auto", "rbg", "threefry"),
 }
 _POSITIVE_INTS = (
     "vocab_size", "num_classes", "seq_len", "num_segments", "num_memory_tokens",
@@ -45,6 +46,7 @@ class ModelConfig:
   num_layers: int
   mlp_dim: int
   dropout_rate: float
+  dropout_rng: str
   attention: str
   position: str
   position_scale: float
