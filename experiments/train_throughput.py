@@ -1,7 +1,8 @@
 """Training-step throughput of every task config (the trainer's own pmapped step).
 
     python -m experiments.train_throughput [--batch 4] [--steps 3] [--configs lra_listops ...]
-        [--preset cpu] [--out_dir experiments/results] [--tag gpu]
+        [--preset cpu] [--dropout_rng auto|rbg|threefry] [--out_dir experiments/results]
+        [--tag gpu]
 
 Each config's model is trained for `--steps` timed steps (median, after one warm-up step)
 on random tokens of the task's shape, with `--batch` examples per step (the task configs'
@@ -31,8 +32,11 @@ HERE = pathlib.Path(__file__).resolve().parent
 CONFIGS = ("lra_listops", "lra_text", "lra_retrieval", "lra_image", "lra_pathfinder")
 
 
-def measure(name: str, batch: int, steps: int, preset: str = "") -> dict:
+def measure(name: str, batch: int, steps: int, preset: str = "",
+            dropout_rng: str = "") -> dict:
   config = configs.load(name, preset)
+  if dropout_rng:
+    config.model.dropout_rng = dropout_rng
   batch = batch or config.train.batch_size
   model_cfg = validate_config(config)  # with the dataset's vocabulary, classes, length
   shape = (batch, 2, model_cfg.seq_len) if model_cfg.dual_encoder else (batch, model_cfg.seq_len)
@@ -62,7 +66,8 @@ def measure(name: str, batch: int, steps: int, preset: str = "") -> dict:
   params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
   return {"config": name, "batch": batch, "params": int(params), "step_s": step_s,
           "examples_per_s": batch / step_s, "tokens_per_s": tokens / step_s,
-          "first_step_s": compile_s, "backprop": model_cfg.backprop}
+          "first_step_s": compile_s, "backprop": model_cfg.backprop,
+          "dropout_rng": model_cfg.dropout_rng}
 
 
 def main() -> None:
@@ -71,12 +76,14 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--configs", nargs="+", default=list(CONFIGS))
   parser.add_argument("--preset", default="", help="config preset, e.g. cpu or rmt,cpu")
+  parser.add_argument("--dropout_rng", default="", choices=("", "auto", "rbg", "threefry"),
+                      help="override model.dropout_rng (empty: the config's)")
   parser.add_argument("--out_dir", type=pathlib.Path, default=HERE / "results")
   parser.add_argument("--tag", default="", help="file name suffix, e.g. gpu")
   args = parser.parse_args()
   rows = []
   for name in args.configs:
-    rows.append(measure(name, args.batch, args.steps, args.preset))
+    rows.append(measure(name, args.batch, args.steps, args.preset, args.dropout_rng))
     print(rows[-1], flush=True)
   device = jax.devices()[0]
   lines = [f"device: {device.platform} ({device.device_kind}) x {jax.local_device_count()}",
@@ -89,7 +96,8 @@ def main() -> None:
   out = args.out_dir
   out.mkdir(parents=True, exist_ok=True)
   meta = {"date": datetime.date.today().isoformat(), "platform": device.platform,
-          "device": device.device_kind, "jax": jax.__version__, "preset": args.preset}
+          "device": device.device_kind, "jax": jax.__version__, "preset": args.preset,
+          "dropout_rng": args.dropout_rng or "config"}
   stem = "train_throughput" + (f"_{args.tag}" if args.tag else "")
   (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
   (out / f"{stem}.md").write_text(f"# {stem} ({meta['date']})\n\n{table}\n")
