@@ -17,7 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from rmaat_jax.models.config import ModelConfig
-from rmaat_jax.models.encoder import init_segment_encoder, make_segment_step, token_mask
+from rmaat_jax.models.encoder import (
+  SegmentLayers,
+  init_segment_encoder,
+  segment_weights,
+  token_mask,
+)
 from rmaat_jax.models.position import AstroPositions
 from rmaat_jax.models.recurrent import run_segments
 from rmaat_jax.models.retention import retention_factors
@@ -79,7 +84,7 @@ class RMAATClassifier(nn.Module):
   """Recurrent Memory Augmented Astromorphic Transformer for sequence classification."""
 
   cfg: ModelConfig
-  # Compute dtype of the segment encoder (parameters stay float32; see make_segment_step).
+  # Compute dtype of the segment encoder (parameters stay float32; see SegmentLayers).
   dtype: Any = jnp.float32
 
   def _check_tokens(self, tokens: Array) -> None:
@@ -129,7 +134,7 @@ class RMAATClassifier(nn.Module):
     segments = split_segments(tokens, cfg.num_segments)
     skip_pad_id = cfg.pad_id if cfg.skip_empty_segments and cfg.pad_id >= 0 else None
     z_last = run_segments(
-        make_segment_step(cfg, train, self.dtype), {"encoder": encoder_params, "positions": rs},
+        SegmentLayers(cfg, train, self.dtype), segment_weights(encoder_params, rs),
         mem0, segments, retention_factors(cfg.num_segments, cfg.retention), key,
         backprop=cfg.backprop, num_memory=cfg.num_memory_tokens, skip_pad_id=skip_pad_id)
     last_tokens = (segments[-1] if skip_pad_id is None

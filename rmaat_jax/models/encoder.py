@@ -1,65 +1,35 @@
 """One segment through the encoder: embed, prepend memory, run the blocks.
 
-`SegmentEncoder` is the whole per-segment computation, embedding included, so that the
-recurrence (and AMRB's replay) only ever needs the integer tokens of a segment and the
-memory entering it: nothing stored grows with the sequence length.
+The per-segment computation is the pure function `SegmentLayers` (embedding included), so
+that the recurrence and AMRB's replay only ever need the integer tokens of a segment and
+the memory entering it: nothing stored grows with the sequence length. It is exposed layer
+by layer (`embed`, `block`) because AMRB's replay backpropagates one block at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from rmaat_jax.models.attention import EncoderBlock
 from rmaat_jax.models.config import ModelConfig
 
 Array = jax.Array
+# {"embed": {"token_embedding", "position_embedding"},
+#  "blocks": {"params": every block's parameters stacked [L, ...], "r": R [L, H, N, m] or None}}
 Weights = dict[str, Any]
-# (weights, mem [B, M, d], tokens [B, S], dropout key) -> Z [B, M + S, d]
-SegmentStep = Callable[[Weights, Array, Array, Array], Array]
+# One block's slice of weights["blocks"]: {"params": ..., "r": [H, N, m] or None}
+BlockWeights = dict[str, Any]
 
 
 def token_mask(tokens: Array, pad_id: int) -> Array | None:
   """True for real tokens; None when the task has no padding id (pad_id = -1)."""
   return None if pad_id < 0 else tokens != pad_id
-
-
-class SegmentEncoder(nn.Module):
-  """Z_t = encoder(concat(mem_t, embed(x_t) + pos_emb)) for one segment."""
-
-  cfg: ModelConfig
-
-  @nn.compact
-  def __call__(self, mem: Array, tokens: Array, rs: tuple[Array, ...] | None, *,
-               train: bool) -> Array:
-    cfg = self.cfg
-    emb = nn.Embed(cfg.vocab_size, cfg.emb_dim, name="token_embedding")(tokens)
-    # Learned absolute positions of the S segment slots, shared by all segments; memory
-    # tokens get none.
-    pos = self.param("position_embedding", nn.initializers.normal(0.02),
-                     (cfg.segment_len, cfg.emb_dim))
-    x = jnp.concatenate([mem.astype(emb.dtype), emb + pos], axis=1)
-    mask = token_mask(tokens, cfg.pad_id)
-    if mask is not None:
-      mask = jnp.concatenate([jnp.ones(mem.shape[:2], bool), mask], axis=1)
-    for layer in range(cfg.num_layers):
-      x = EncoderBlock(cfg.num_heads, cfg.mlp_dim, cfg.dropout_rate, cfg.attention,
-                       cfg.alpha, cfg.hebbian_sigmoid, name=f"block_{layer}")(
-                           x, mask, None if rs is None else rs[layer],
-                           deterministic=not train)
-    return x
-
-
-def init_segment_encoder(cfg: ModelConfig, key: Array,
-                         rs: tuple[Array, ...] | None) -> Weights:
-  """Parameters of `SegmentEncoder` (shapes do not depend on the batch)."""
-  mem = jnp.zeros((1, cfg.num_memory_tokens, cfg.emb_dim), jnp.float32)
-  tokens = jnp.zeros((1, cfg.segment_len), jnp.int32)
-  return SegmentEncoder(cfg).init({"params": key}, mem, tokens, rs, train=False)["params"]
 
 
 def cast_floats(tree: Any, dtype: Any) -> Any:
@@ -68,20 +38,107 @@ def cast_floats(tree: Any, dtype: Any) -> Any:
       lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
-def make_segment_step(cfg: ModelConfig, train: bool, dtype: Any = jnp.float32) -> SegmentStep:
-  """The pure per-segment function that the scan (and AMRB's replay) calls.
+def _block_module(cfg: ModelConfig) -> EncoderBlock:
+  return EncoderBlock(cfg.num_heads, cfg.mlp_dim, cfg.dropout_rate, cfg.attention, cfg.alpha,
+                      cfg.hebbian_sigmoid)
 
-  weights = {"encoder": SegmentEncoder params, "positions": R per layer or None}, float32.
-  They are cast to the compute `dtype` inside the step, so each segment's weight gradients
-  come back as float32 and the sum over segments (the scan's in BPTT, the replay's in
-  AMRB) accumulates in float32 even when the segment computes in bfloat16.
+
+def _embedding_module(cfg: ModelConfig) -> nn.Embed:
+  return nn.Embed(cfg.vocab_size, cfg.emb_dim)
+
+
+def _segment_mask(tokens: Array, num_memory: int, pad_id: int) -> Array | None:
+  """[B, M + S]: memory slots are always real; None when the task has no padding id."""
+  mask = token_mask(tokens, pad_id)
+  if mask is None:
+    return None
+  return jnp.concatenate([jnp.ones((tokens.shape[0], num_memory), bool), mask], axis=1)
+
+
+def segment_weights(encoder_params: dict[str, Any],
+                    rs: tuple[Array, ...] | None) -> Weights:
+  """The segment step's weights from the encoder's parameters ({"token_embedding",
+  "position_embedding", "block_0", ...}) and R per layer: blocks stacked once per step, so
+  the loop over layers reads slices and its gradient comes back stacked."""
+  num_layers = sum(name.startswith("block_") for name in encoder_params)
+  stack = lambda *leaves: jnp.stack(leaves)  # noqa: E731
+  blocks = [encoder_params[f"block_{layer}"] for layer in range(num_layers)]
+  return {
+      "embed": {name: encoder_params[name]
+                for name in ("token_embedding", "position_embedding")},
+      "blocks": {"params": jax.tree_util.tree_map(stack, *blocks),
+                 "r": None if rs is None else jnp.stack(rs)},
+  }
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentLayers:
+  """Z_t = blocks(concat(mem_t, embed(x_t) + pos_emb)) for one segment, as pure functions.
+
+  `weights` (see `segment_weights`) are float32. Each function casts what it reads to the
+  compute `dtype`, so each segment's weight gradients come back as float32 and their sum
+  over segments (the scan's in BPTT, the replay's in AMRB) accumulates in float32 even when
+  the segment computes in bfloat16. Block l draws its dropout masks from fold_in(key, l),
+  so a replay that runs the blocks separately (AMRB's) redraws the same masks.
   """
-  module = SegmentEncoder(cfg)
 
-  def step(weights: Weights, mem: Array, tokens: Array, key: Array) -> Array:
-    rngs = {"dropout": key} if train and cfg.dropout_rate > 0 else None
-    weights = cast_floats(weights, dtype)
-    return module.apply({"params": weights["encoder"]}, mem.astype(dtype), tokens,
-                        weights["positions"], train=train, rngs=rngs)
+  cfg: ModelConfig
+  train: bool
+  dtype: Any = jnp.float32
 
-  return step
+  def embed(self, embed_weights: dict[str, Any], mem: Array, tokens: Array) -> Array:
+    """The block input [B, M + S, d]: memory, then token + learned position embeddings
+    (positions of the S segment slots, shared by all segments; memory tokens get none)."""
+    params = cast_floats(embed_weights, self.dtype)
+    emb = _embedding_module(self.cfg).apply({"params": params["token_embedding"]}, tokens)
+    return jnp.concatenate([mem.astype(self.dtype), emb + params["position_embedding"]],
+                           axis=1)
+
+  def block(self, block_weights: BlockWeights, x: Array, tokens: Array, key: Array) -> Array:
+    """One encoder block on x [B, M + S, d]; `key` is the block's own dropout key."""
+    cfg = self.cfg
+    block_weights = cast_floats(block_weights, self.dtype)
+    return _block_module(cfg).apply(
+        {"params": block_weights["params"]}, x,
+        _segment_mask(tokens, cfg.num_memory_tokens, cfg.pad_id), block_weights["r"],
+        deterministic=not self.train,
+        rngs={"dropout": key} if self.train and cfg.dropout_rate > 0 else None)
+
+  def scan_blocks(self, blocks: BlockWeights, x: Array, tokens: Array, key: Array,
+                  layers: Array) -> tuple[Array, Array]:
+    """Runs the stacked `blocks` (layer indices `layers`) in order on x; returns the last
+    output and each block's input [len(layers), B, N, d]. A loop, not unrolled: one
+    block's temporaries (dropout bits included) are live at a time."""
+
+    def body(x, xs):
+      block_weights, layer = xs
+      return self.block(block_weights, x, tokens, jax.random.fold_in(key, layer)), x
+
+    return lax.scan(body, x, (blocks, layers))
+
+  def __call__(self, weights: Weights, mem: Array, tokens: Array, key: Array) -> Array:
+    """(weights, mem [B, M, d], tokens [B, S], dropout key) -> Z [B, M + S, d]."""
+    x = self.embed(weights["embed"], mem, tokens)
+    z, _ = self.scan_blocks(weights["blocks"], x, tokens, key,
+                            jnp.arange(self.cfg.num_layers))
+    return z
+
+
+def init_segment_encoder(cfg: ModelConfig, key: Array,
+                         rs: tuple[Array, ...] | None) -> dict[str, Any]:
+  """The encoder's parameters ({"token_embedding", "position_embedding", "block_0", ...};
+  shapes do not depend on the batch). `segment_weights` arranges them for `SegmentLayers`."""
+  keys = jax.random.split(key, cfg.num_layers + 2)
+  tokens = jnp.zeros((1, cfg.segment_len), jnp.int32)
+  x = jnp.zeros((1, cfg.tokens_per_segment, cfg.emb_dim), jnp.float32)
+  mask = _segment_mask(tokens, cfg.num_memory_tokens, cfg.pad_id)
+  params = {
+      "token_embedding": _embedding_module(cfg).init(keys[0], tokens)["params"],
+      "position_embedding": nn.initializers.normal(0.02)(
+          keys[1], (cfg.segment_len, cfg.emb_dim), jnp.float32),
+  }
+  for layer in range(cfg.num_layers):
+    params[f"block_{layer}"] = _block_module(cfg).init(
+        keys[layer + 2], x, mask, None if rs is None else rs[layer],
+        deterministic=True)["params"]
+  return params

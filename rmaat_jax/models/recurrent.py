@@ -6,8 +6,10 @@
 - "remat": the segment step under `jax.checkpoint(policy=nothing_saveable)`.
 - "amrb":  an explicit `jax.custom_vjp`. The forward keeps only the memories entering
   each segment (the replay buffer, [T, B, M, d]); the backward is a reverse scan that
-  replays segment t from (weights, mem_t, tokens_t) under `jax.vjp`, seeded with dL/dZ_T
-  for the last segment and RF(t, T) * dL/dmem_{t+1} otherwise.
+  replays segment t from (weights, mem_t, tokens_t), seeded with dL/dZ_T for the last
+  segment and RF(t, T) * dL/dmem_{t+1} otherwise. The replay runs the segment forward
+  keeping only each block's input, then backpropagates block by block, recomputing one
+  block at a time: it holds one layer's activations, not all of them.
 
 With `skip_pad_id` set, a segment t >= 2 whose tokens are all that id is skipped per
 example: the memory passes it unchanged (no RF) and the output stays the last real
@@ -24,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from rmaat_jax.models.encoder import SegmentStep, Weights
+from rmaat_jax.models.encoder import SegmentLayers, Weights
 
 Array = jax.Array
 BACKPROP_MODES = ("bptt", "remat", "amrb")
@@ -42,7 +44,7 @@ def _skipped(tokens: Array, t: Array, skip_pad_id: int | None) -> Array | None:
   return empty[:, None, None]
 
 
-def _scan_segments(step: SegmentStep, weights: Weights, mem0: Array, segments: Array,
+def _scan_segments(step: SegmentLayers, weights: Weights, mem0: Array, segments: Array,
                    rf: np.ndarray, key: Array, num_memory: int,
                    skip_pad_id: int | None) -> tuple[Array, Array]:
   """One loop over all T segments; returns Z_T and the memories entering each segment.
@@ -70,7 +72,38 @@ def _scan_segments(step: SegmentStep, weights: Weights, mem0: Array, segments: A
   return z_last, memories
 
 
-def make_amrb(step: SegmentStep, rf: np.ndarray, num_memory: int,
+def replay_segment(step: SegmentLayers, weights: Weights, mem: Array, tokens: Array,
+                   key: Array, dz: Array) -> tuple[Weights, Array]:
+  """Cotangents (dL/dweights, dL/dmem) of one segment Z = step(weights, mem, tokens, key),
+  given dz = dL/dZ, one block at a time.
+
+  A loop over blocks 0..L-2 replays the forward keeping only each block's input
+  ([L, B, N, d]); a reverse loop then recomputes block l under `jax.vjp` and backpropagates
+  it, so one block's activations are live at a time. Loops rather than optimisation
+  barriers: XLA's CPU compiler drops barriers before scheduling, and would merge the
+  recomputation with the first replay. Costs one extra forward of blocks 0..L-2.
+  """
+  blocks = weights["blocks"]
+  layers = jnp.arange(step.cfg.num_layers)
+  x = step.embed(weights["embed"], mem, tokens)
+  head = lambda tree: jax.tree_util.tree_map(lambda a: a[:-1], tree)  # noqa: E731
+  x_last, inputs = step.scan_blocks(head(blocks), x, tokens, key, layers[:-1])
+  inputs = jnp.concatenate([inputs, x_last[None]])
+
+  def backward(dx, xs):
+    block_weights, layer, x = xs
+    run_block = lambda b, x: step.block(b, x, tokens, jax.random.fold_in(key, layer))  # noqa: E731
+    _, block_vjp = jax.vjp(run_block, block_weights, x)
+    dblock, dx = block_vjp(dx.astype(x.dtype))
+    return dx, dblock
+
+  dx, dblocks = lax.scan(backward, dz, (blocks, layers, inputs), reverse=True)
+  _, embed_vjp = jax.vjp(lambda w, m: step.embed(w, m, tokens), weights["embed"], mem)
+  dembed, dmem = embed_vjp(dx)
+  return {"embed": dembed, "blocks": dblocks}, dmem
+
+
+def make_amrb(step: SegmentLayers, rf: np.ndarray, num_memory: int,
               skip_pad_id: int | None = None):
   """Returns f(weights, mem0, segments, key) -> Z_T with AMRB's replay backward."""
   rf_all = np.asarray(rf, np.float32)
@@ -103,9 +136,8 @@ def make_amrb(step: SegmentStep, rf: np.ndarray, num_memory: int,
       skipped = _skipped(tokens, t, skip_pad_id)
       if skipped is not None:
         seed = jnp.where(skipped, 0, seed)
-      replay = lambda w, m: step(w, m, tokens, jax.random.fold_in(key, t))  # noqa: E731
-      _, vjp_t = jax.vjp(replay, weights, mem_t)
-      dweights_t, dmem_t = vjp_t(seed)
+      dweights_t, dmem_t = replay_segment(step, weights, mem_t, tokens,
+                                          jax.random.fold_in(key, t), seed)
       dz = jnp.zeros_like(dz_next)
       if skipped is not None:  # a skipped segment passes both cotangents through
         dmem_t = jnp.where(skipped, dmem_next, dmem_t)
@@ -124,7 +156,7 @@ def make_amrb(step: SegmentStep, rf: np.ndarray, num_memory: int,
   return run
 
 
-def run_segments(step: SegmentStep, weights: Weights, mem0: Array, segments: Array,
+def run_segments(step: SegmentLayers, weights: Weights, mem0: Array, segments: Array,
                  rf: np.ndarray, key: Array, *, backprop: str, num_memory: int,
                  skip_pad_id: int | None = None) -> Array:
   """Z_T of the recurrence over `segments` [T, B, S] starting from `mem0` [B, M, d].
