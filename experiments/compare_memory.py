@@ -2,7 +2,8 @@
 
     python -m experiments.compare_memory [--segments 2 4 8 16 32] [--tasks text retrieval]
         [--batch 2] [--repeats 3] [--out_dir experiments/results] [--device auto|cpu|gpu]
-        [--quick] [--toy]
+        [--frameworks jax torch] [--torch_threads N] [--tag NAME] [--resume]
+        [--quick] [--toy] [--replot compare_memory_<device>.json]
 
 Models: the Text and Retrieval configs (configs/lra_text.py, configs/lra_retrieval.py:
 d 256 / 128, 4 layers, 4 heads, d_ff 1024 / 512, 1 / 4 memory tokens, Retrieval a dual
@@ -11,21 +12,32 @@ seq_len = 512 T (per document); T = 8 is the configs' own 4096. One step = forwa
 backward + AdamW update, float32. The PyTorch model is experiments/torch_rmaat.py (the
 port checked against JAX by tests/test_torch_parity.py); its "amrb" is the paper's replay.
 
-Memory, by device:
+Memory: the same kind of measurement in both frameworks, the peak of live bytes of one
+training step (parameters, AdamW state and batch included); the table, JSON (meta.memory_metric,
+each row's memory_metric) and plot say which:
 - GPU: the runtime peak, `peak_bytes_in_use` (JAX, XLA_PYTHON_CLIENT_PREALLOCATE=false)
-  and `torch.cuda.max_memory_allocated`; each measurement runs in a fresh subprocess,
-  since JAX cannot reset its peak counter. Same measurement in both frameworks.
+  and `torch.cuda.max_memory_allocated` (a step after a warm-up step); each measurement runs
+  in a fresh subprocess, since JAX cannot reset its peak counter.
+- CPU: JAX = XLA's buffer assignment of the jitted step (compiled memory analysis:
+  arguments + outputs + temp - aliased; temp holds activations, gradients and workspace);
+  PyTorch = the peak of live CPU-allocator bytes over a step after a warm-up step, from
+  `torch.profiler` (profile_memory) allocation and free records: every tensor, transient
+  workspace included (experiments/torch_rmaat_memory.profile_live_bytes). Neither counts
+  memory that kernels allocate outside the framework's allocator (e.g. BLAS packing).
   (On CPU each framework runs in its own subprocess: see _run_in_subprocess.)
-- CPU: neither framework reports a runtime peak, so two DIFFERENT measurements are shown:
-  JAX = XLA's compiled memory analysis of the jitted step (arguments + outputs + temp -
-  aliased; temp holds activations, gradients and workspace); PyTorch = the peak of live
-  tensors autograd saves for backward (unique storages, via saved_tensors_hooks; transient
-  forward/backward buffers are not counted) + parameters + gradients + AdamW state. Compare
-  modes within a framework; across frameworks the numbers are indicative only.
+- JAX's dropout bits: the memory figure is that of the step compiled with
+  model.dropout_rng="rbg", as on a GPU (CPU compilation stands in for a GPU's, as in
+  segment_memory.py and paper_table.py); the step TIME is that of the step compiled with
+  "auto" (threefry on CPU, what a CPU user runs; rbg on a GPU). On CPU the step is compiled
+  twice; the threefry step's memory analysis is kept as xla_total_timed_step.
+- Columns: "above state" = memory - (parameters + AdamW state + batch): gradients,
+  activations and workspace at the peak; "saved" (torch only) = the peak of storages
+  autograd saves for backward (SavedTensorMeter), activations alone.
 
 Step time: median of --repeats steps after one warm-up step (compile excluded).
-Writes compare_memory_<device>.{json,md,png} into --out_dir and prints the table and the
-summary ratios (AMRB vs BPTT at 16 segments; JAX vs torch AMRB memory; JAX/torch time).
+Writes compare_memory_<device>[_quick][_toy][_<tag>].{json,md,png,rows.jsonl} into --out_dir
+and prints the table and the summary ratios (AMRB vs BPTT at 16 segments; JAX vs torch: BPTT
+memory per segment, AMRB peak, step time).
 """
 
 from __future__ import annotations
@@ -42,7 +54,7 @@ from pathlib import Path
 
 # The parent process only orchestrates: jax and torch are imported by the measuring
 # subprocesses (compare_memory_measure), and by the parent only to look for a GPU.
-from experiments.compare_memory_report import TASKS, plot, summary, table
+from experiments.compare_memory_report import COMMON_METRIC, METRICS, TASKS, plot, summary, table
 
 HERE = Path(__file__).resolve().parent
 
@@ -64,7 +76,7 @@ def _detect_device(choice: str) -> str:
 def _print_row(row: dict) -> None:
   print(f"{row['task']:9s} T={row['segments']:2d} {row['framework']:5s} {row['mode']:4s} "
         f"memory={row['memory_bytes'] / 2**20:9.1f} MiB "
-        f"activations={row['activation_bytes'] / 2**20:9.1f} MiB "
+        f"above_state={row['transient_bytes'] / 2**20:9.1f} MiB "
         f"step={row['step_s']:7.3f} s", flush=True)
 
 
@@ -99,7 +111,16 @@ def sweep(args: argparse.Namespace, device: str, rows_file: Path) -> list[dict]:
   """Measures every (task, segments, framework, mode) not already in `rows_file`."""
   done = {}
   if args.resume and rows_file.exists():
-    done = {_key(r): r for r in map(json.loads, rows_file.read_text().splitlines())}
+    saved = list(map(json.loads, rows_file.read_text().splitlines()))
+    kept = [r for r in saved if r.get("memory_metric") == METRICS[device, r["framework"]]]
+    if len(kept) < len(saved):  # measured by an earlier version: another memory metric
+      moved = rows_file.with_name(rows_file.name.replace(".rows.", ".rows_other_metric."))
+      with moved.open("a") as f:
+        f.writelines(json.dumps(r) + "\n" for r in saved if r not in kept)
+      print(f"--resume: {len(saved) - len(kept)} rows of {rows_file} measured memory another "
+            f"way; moved to {moved.name}, measuring them again", flush=True)
+      rows_file.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    done = {_key(r): r for r in kept}
   else:
     rows_file.write_text("")
   for row in done.values():
@@ -117,19 +138,21 @@ def sweep(args: argparse.Namespace, device: str, rows_file: Path) -> list[dict]:
           if k in done]
 
 
-def machine_load_note(load_before: float) -> str:
+def machine_load_note(load_before: float, load_after: float | None = None) -> str:
   """A label for plots whose step times come from a CPU other jobs were using."""
   cores = os.cpu_count() or 1
-  if load_before < 0.5 * cores:
+  if max(load_before, load_after or 0.0) < 0.5 * cores:
     return ""
-  return (f"loaded CPU: load average {load_before:.1f} on {cores} cores before the run; "
-          "step times are noisy")
+  after = "" if load_after is None else f", {load_after:.1f} after"
+  return (f"loaded CPU: load average {load_before:.1f} before the run{after}, on {cores} "
+          "cores; step times are noisy")
 
 
 def _metadata(args: argparse.Namespace, device: str, rows: list[dict],
               load_before: float) -> dict:
   from importlib.metadata import version
 
+  load_after = os.getloadavg()[0]
   if device == "gpu":
     import torch
 
@@ -145,10 +168,13 @@ def _metadata(args: argparse.Namespace, device: str, rows: list[dict],
           "repeats": {fw: sorted({r.get("repeats", args.repeats) for r in rows
                                   if r["framework"] == fw}) for fw in FRAMEWORKS},
           "optimizer": "AdamW lr 1e-3, weight decay 1e-2 (optax.adamw / torch.optim.AdamW)",
+          "memory_metric": {"both": COMMON_METRIC[device],
+                            **{fw: METRICS[device, fw] for fw in FRAMEWORKS}},
+          "jax_dropout_rng": {"memory": "rbg", "timing": "auto (threefry on CPU, rbg on GPU)"},
           "notes": sorted({r["recovered_from_log"] for r in rows
                            if r.get("recovered_from_log")}),
-          "load_average_before": load_before,
-          "machine_note": machine_load_note(load_before) if device == "cpu" else ""}
+          "load_average_before": load_before, "load_average_after": load_after,
+          "machine_note": machine_load_note(load_before, load_after) if device == "cpu" else ""}
 
 
 def main() -> None:
@@ -170,6 +196,8 @@ def main() -> None:
                       help="torch.set_num_threads for the torch runs (0: torch's default)")
   parser.add_argument("--resume", action="store_true",
                       help="keep the rows already in <out_dir>/<stem>.rows.jsonl")
+  parser.add_argument("--tag", default="",
+                      help="suffix for the output files' names (keeps other runs' files)")
   parser.add_argument("--replot", type=Path,
                       help="only redraw the plot of a saved compare_memory_*.json")
   parser.add_argument("--_jobs", help=argparse.SUPPRESS)  # worker: JSON list of jobs
@@ -188,13 +216,15 @@ def main() -> None:
       start = time.perf_counter()
       row = measure(*job)
       row["measure_s"] = time.perf_counter() - start
+      row["measured_at"] = datetime.datetime.now().isoformat(timespec="seconds")
+      row["load_average"] = os.getloadavg()[0]  # 1 min, when the row was done
       print("ROW " + json.dumps(row), flush=True)
     return
   if args.quick:
     args.segments, args.batch, args.repeats = [2, 4], 1, 1
   device = _detect_device(args.device)
   stem = (f"compare_memory_{device}" + ("_quick" if args.quick else "")
-          + ("_toy" if args.toy else ""))
+          + ("_toy" if args.toy else "") + (f"_{args.tag}" if args.tag else ""))
   args.out_dir.mkdir(parents=True, exist_ok=True)
   load_before = os.getloadavg()[0]
   rows = sweep(args, device, args.out_dir / f"{stem}.rows.jsonl")
@@ -205,9 +235,13 @@ def main() -> None:
                                                         indent=1))
   (args.out_dir / f"{stem}.md").write_text(
       f"# compare_memory ({meta['date']}, {meta['device_name']}, jax {meta['jax']}, "
-      f"torch {meta['torch']}, batch {meta['batch']}, segments of 512 tokens)\n\n"
+      f"torch {meta['torch']}, batch {meta['batch']}, segments of {meta['segment_len']} "
+      f"tokens)\n\n"
       f"timed steps per row (median): {meta['repeats']}; torch threads: "
-      f"{meta['torch_threads']}; JAX: XLA's default CPU thread pool."
+      f"{meta['torch_threads']}; JAX: XLA's default CPU thread pool; JAX dropout bits: rbg "
+      f"for memory, auto (threefry on CPU) for step time; load average (1 min) "
+      f"{meta['load_average_before']:.2f} before, {meta['load_average_after']:.2f} after, "
+      f"on {os.cpu_count()} cores."
       + "".join(f"\nNote: {n}." for n in meta["notes"]) + f"\n\n{text}\n")
   plot(rows, args.segments, device, meta, args.out_dir / f"{stem}.png")
   print(f"wrote {args.out_dir / stem}.{{json,md,png}}")
