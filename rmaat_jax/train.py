@@ -33,7 +33,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from clu import metrics
 from flax.training import train_state
 from jax import lax
 from jax.experimental import multihost_utils
@@ -44,15 +43,7 @@ from rmaat_jax.data.pipeline import get_datasets
 from rmaat_jax.errors import UserError
 from rmaat_jax.models import build_model
 from rmaat_jax.models.config import ModelConfig
-
-
-@flax.struct.dataclass
-class Metrics(metrics.Collection):
-  """Mean loss and accuracy, for training windows and evaluation alike."""
-
-  loss: metrics.Average.from_output("loss")
-  accuracy: metrics.Accuracy
-
+from rmaat_jax.train_metrics import Metrics, TrainWindow
 
 # Parameters that weight decay shrinks: weight matrices and embeddings. Not biases, LayerNorm
 # scales, the learned initial memory or the positional projections E (decaying E drives R
@@ -198,23 +189,6 @@ def _diverged(what: str, step: int, ckpt: Checkpoints, train_cfg) -> TrainingDiv
   return TrainingDivergedError(f"{what} at step {step}; {where}; {hint}")
 
 
-def _window_to_json(window: Metrics | None) -> dict[str, Any] | None:
-  """The open logging window's sums; float32 -> JSON -> float32 is exact."""
-  if window is None:
-    return None
-  return jax.tree_util.tree_map(lambda x: np.asarray(x).item(),
-                                flax.serialization.to_state_dict(window))
-
-
-def _window_from_json(saved: dict[str, Any] | None) -> Metrics | None:
-  if saved is None:
-    return None
-  empty = Metrics.empty()
-  typed = jax.tree_util.tree_map(lambda t, v: np.asarray(v, np.asarray(t).dtype),
-                                 flax.serialization.to_state_dict(empty), saved)
-  return flax.serialization.from_state_dict(empty, typed)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains `config.model` on `config.data`, evaluates, writes workdir/results.json.
 
@@ -252,9 +226,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       writer.write_hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v)
                             for k, v in workdir_config.flat_config(config).items()})
     rbase_key = flax.jax_utils.replicate(jax.random.key(train_cfg.seed + 1))
-    # Train metrics since the last log; saved with each checkpoint, so a run resumed from any
-    # step (a preemption's too) logs the same windows and ends with the same train_loss.
-    window = _window_from_json(meta.get("open_window"))
+    window = TrainWindow(meta.get("open_window"),
+                         lambda what, step: _diverged(what, step, ckpt, train_cfg))
     step = int(state.step)
     rstate = flax.jax_utils.replicate(state)
     del state
@@ -273,46 +246,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         logging.info("Best validation accuracy so far (%.4f): step %d saved to %s.",
                      val["accuracy"], step, ckpt.best.directory)
 
-    def check_loss(step: int, loss) -> None:
-      if not np.isfinite(float(loss)):
-        raise _diverged(f"training loss is {float(loss)}", step, ckpt, train_cfg)
-
-    unchecked = None  # (step, loss) read one step late, so the host does not wait each step
     with PreemptionWatcher(ckpt.latest) as preemption, memory.advise_on_oom(
         config.model.backprop):
       while step < train_cfg.num_steps:
         batch = _shard(next(train_iter), num_devices)
         rstate, step_metrics, lr = train_step(rstate, batch, rbase_key)
         step += 1
-        if unchecked is not None:
-          check_loss(*unchecked)
-        step_metrics = flax.jax_utils.unreplicate(step_metrics)
-        unchecked = (step, step_metrics.loss.compute())
-        window = step_metrics if window is None else window.merge(step_metrics)
+        window.add(step, flax.jax_utils.unreplicate(step_metrics))
         progress(step)
         preempted = preemption.reached(step)
         save = preempted or ckpt.should_save(step)
         log = step % train_cfg.log_every == 0 or step == train_cfg.num_steps
         validate_now = step % train_cfg.eval_every == 0 or step == train_cfg.num_steps
-        if log or save or validate_now:
-          check_loss(*unchecked)
-          unchecked = None
-          if (save or validate_now) and not tree_is_finite(
-              flax.jax_utils.unreplicate(rstate.params)):
+        if save or validate_now:  # nothing non-finite is saved or chosen as best
+          window.check_loss()
+          if not tree_is_finite(flax.jax_utils.unreplicate(rstate.params)):
             raise _diverged("the parameters became NaN or Inf", step, ckpt, train_cfg)
         if log:
-          scalars = {f"train_{k}": v for k, v in window.compute().items()}
-          meta["last_window_loss"] = float(scalars["train_loss"])
+          scalars = window.pop()
+          meta["last_window_loss"] = scalars["train_loss"]
           scalars["learning_rate"] = float(flax.jax_utils.unreplicate(lr))
-          scalars.update(memory.peak_memory())
-          writer.write_scalars(step, scalars)
-          window = None
+          writer.write_scalars(step, {**scalars, **memory.peak_memory()})
         if validate_now:
           validate(step)
         if save:
-          meta["open_window"] = _window_to_json(window)
-          ckpt.save_latest(step, host_state(rstate), train_iter, meta,
-                           force=preempted)
+          meta["open_window"] = window.to_json()
+          ckpt.save_latest(step, host_state(rstate), train_iter, meta, force=preempted)
           logging.info("Checkpoint of step %d saving to %s.", step, ckpt.latest.directory)
         if preempted:
           ckpt.latest.wait_until_finished()
