@@ -24,10 +24,10 @@ from rmaat_jax.workdir_config import flat_config
 SECTIONS = ("model.", "train.", "data.")
 
 
-_POSITIVE = ("num_steps", "batch_size", "eval_every", "checkpoint_every", "log_every",
-             "keep_checkpoints")
-_NON_NEGATIVE_FLOATS = ("learning_rate", "weight_decay", "grad_clip", "memory_limit_gib")
-_COMPUTE_DTYPES = ("float32", "bfloat16")
+TRAIN_POSITIVE_INTS = ("num_steps", "batch_size", "eval_every", "checkpoint_every",
+                       "log_every", "keep_checkpoints")
+TRAIN_NON_NEGATIVE_FLOATS = ("learning_rate", "weight_decay", "grad_clip", "memory_limit_gib")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 def _is_int(value) -> bool:
@@ -37,11 +37,11 @@ def _is_int(value) -> bool:
 def check_train_config(config: ml_collections.ConfigDict) -> None:
   """`train.*` (the batch's split over devices: check_devices)."""
   train = config.train
-  for name in _POSITIVE:
+  for name in TRAIN_POSITIVE_INTS:
     value = train[name]
     if not _is_int(value) or value <= 0:
       raise ConfigError(f"train.{name}={value!r}: must be a positive integer")
-  for name in _NON_NEGATIVE_FLOATS:
+  for name in TRAIN_NON_NEGATIVE_FLOATS:
     value = train[name]
     if (isinstance(value, bool) or not isinstance(value, numbers.Real)
         or not 0 <= value < math.inf):
@@ -56,9 +56,9 @@ def check_train_config(config: ml_collections.ConfigDict) -> None:
   seed = train.seed
   if not _is_int(seed) or not 0 <= seed < 2 ** 31:  # grain's samplers take 32-bit seeds
     raise ConfigError(f"train.seed={seed!r}: must be an integer in [0, 2**31)")
-  if train.compute_dtype not in _COMPUTE_DTYPES:
+  if train.compute_dtype not in COMPUTE_DTYPES:
     raise ConfigError(f"train.compute_dtype={train.compute_dtype!r}: use one of "
-                      f"{_COMPUTE_DTYPES}")
+                      f"{COMPUTE_DTYPES}")
 
 
 WARMUP_FRACTION = 0.1  # of num_steps, when the configured warmup is longer than the run

@@ -17,11 +17,17 @@ from hypothesis import strategies as st
 
 from configs import default
 from experiments.faults import error_lines, run_main
-from rmaat_jax.config_checks import validate_config
+from rmaat_jax.config_checks import (
+    COMPUTE_DTYPES,
+    TRAIN_NON_NEGATIVE_FLOATS,
+    TRAIN_POSITIVE_INTS,
+    validate_config,
+)
 from rmaat_jax.data.pipeline import TASKS
+from rmaat_jax.data.tasks import MODEL_FACTS, PATHFINDER_DIFFICULTIES
 from rmaat_jax.errors import ConfigError
 from rmaat_jax.models import build_model
-from rmaat_jax.models.config import CHOICES
+from rmaat_jax.models.config import BOOL_FIELDS, CHOICES, FLOAT_FIELDS, POSITIVE_INT_FIELDS
 
 NOT_A_POSITIVE_INT = st.sampled_from([0, -1, -7, True, 2.5, "8", None])
 NOT_A_FINITE_NON_NEGATIVE = st.one_of(st.floats(max_value=-1e-9), st.just(math.nan),
@@ -31,6 +37,10 @@ settings.register_profile("default", max_examples=40, derandomize=True)
 settings.register_profile("campaign", max_examples=1000, derandomize=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 PROPERTY = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# The model's field kinds, as the model defines them, less what the dataset sets.
+CONFIG_BOOLS = [n for n in BOOL_FIELDS if n not in MODEL_FACTS]
+CONFIG_INTS = [n for n in POSITIVE_INT_FIELDS if n not in MODEL_FACTS]
+DATA_FACTS = [n for n in MODEL_FACTS if n != "seq_len"]  # seq_len is also a config choice
 
 
 @st.composite
@@ -50,7 +60,7 @@ def valid_configs(draw) -> ml_collections.ConfigDict:
       num_heads=num_heads, num_layers=draw(st.integers(1, 2)),
       mlp_dim=draw(st.integers(1, 16)), dropout_rate=draw(st.floats(0.0, 0.9)),
       position_scale=draw(st.floats(0.1, 8.0)), alpha=draw(st.floats(0.0, 2.0)),
-      hebbian_sigmoid=draw(st.booleans()), skip_empty_segments=draw(st.booleans()),
+      **{name: draw(st.booleans()) for name in CONFIG_BOOLS},
       **{k: draw(st.sampled_from(v)) for k, v in CHOICES.items()})
   num_steps = draw(st.integers(1, 10_000))
   train = dict(
@@ -60,13 +70,13 @@ def valid_configs(draw) -> ml_collections.ConfigDict:
       num_eval_batches=draw(st.integers(0, 50)), learning_rate=draw(st.floats(0.0, 1.0)),
       warmup_steps=draw(st.integers(0, num_steps)), weight_decay=draw(st.floats(0.0, 1.0)),
       seed=draw(st.integers(0, 2 ** 31 - 1)), grad_clip=draw(st.floats(0.0, 10.0)),
-      compute_dtype=draw(st.sampled_from(["float32", "bfloat16"])))
+      compute_dtype=draw(st.sampled_from(COMPUTE_DTYPES)))
   data = dict(dataset=dataset, data_dir="", download=draw(st.booleans()), manual_dir="",
               generate=bool(task.generator) and draw(st.booleans()),
               generate_sizes=tuple(draw(st.lists(st.integers(1, 100), min_size=3,
                                                  max_size=3))),
               generate_seed=draw(st.integers(0, 99)), generate_workers=draw(st.integers(1, 4)),
-              pathfinder_difficulty=draw(st.sampled_from(["easy", "intermediate", "hard"])),
+              pathfinder_difficulty=draw(st.sampled_from(PATHFINDER_DIFFICULTIES)),
               num_workers=draw(st.integers(0, 4)))
   distributed = dict(enabled=False, coordinator_address="", num_processes=1, process_id=0)
   drawn = dict(model=model, train=train, data=data, distributed=distributed)
@@ -90,8 +100,7 @@ def invalid_configs(draw):
       "eval_batches", "dtype", "dataset", "generate", "sizes", "workers", "difficulty",
       "distributed"]))
   if mutation == "model_int":
-    name = draw(st.sampled_from(["num_segments", "num_memory_tokens", "emb_dim",
-                                 "num_heads", "num_layers", "mlp_dim"]))
+    name = draw(st.sampled_from(CONFIG_INTS))
     model[name] = draw(NOT_A_POSITIVE_INT)
     return config, f"model.{name}"
   if mutation == "model_choice":
@@ -100,7 +109,7 @@ def invalid_configs(draw):
                        .filter(lambda v, n=name: v not in CHOICES[n]))
     return config, f"model.{name}"
   if mutation == "model_float":
-    name = draw(st.sampled_from(["dropout_rate", "position_scale", "alpha"]))
+    name = draw(st.sampled_from(FLOAT_FIELDS))
     bad = {"dropout_rate": st.one_of(st.floats(min_value=1.0), st.floats(max_value=-1e-9),
                                      st.just(math.nan), st.just("0.1")),
            "position_scale": st.one_of(st.floats(max_value=0.0), st.just(math.nan),
@@ -109,11 +118,11 @@ def invalid_configs(draw):
     model[name] = draw(bad)
     return config, f"model.{name}"
   if mutation == "model_bool":
-    name = draw(st.sampled_from(["hebbian_sigmoid", "skip_empty_segments"]))
+    name = draw(st.sampled_from(CONFIG_BOOLS))
     model[name] = draw(st.sampled_from([1, 0, "yes", None]))
     return config, f"model.{name}"
   if mutation == "data_fact":  # set by the dataset: a config field of that name is unknown
-    name = draw(st.sampled_from(["vocab_size", "num_classes", "pad_id", "dual_encoder"]))
+    name = draw(st.sampled_from(DATA_FACTS))
     model[name] = 1
     return config, f"model.{name}"
   if mutation == "unknown_model":
@@ -135,13 +144,11 @@ def invalid_configs(draw):
       model.seq_len = draw(st.sampled_from([-1, 2.5, True]))
     return config, "model.seq_len"
   if mutation == "train_int":
-    name = draw(st.sampled_from(["num_steps", "batch_size", "eval_every", "checkpoint_every",
-                                 "log_every", "keep_checkpoints"]))
+    name = draw(st.sampled_from(TRAIN_POSITIVE_INTS))
     train[name] = draw(NOT_A_POSITIVE_INT)
     return config, f"train.{name}"
   if mutation == "train_float":
-    name = draw(st.sampled_from(["learning_rate", "weight_decay", "grad_clip",
-                                 "memory_limit_gib"]))
+    name = draw(st.sampled_from(TRAIN_NON_NEGATIVE_FLOATS))
     train[name] = draw(NOT_A_FINITE_NON_NEGATIVE)
     return config, f"train.{name}"
   if mutation == "warmup":

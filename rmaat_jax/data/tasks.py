@@ -99,7 +99,7 @@ def model_config(config) -> dict[str, Any]:
   return {**model, **model_facts(config)}
 
 
-_DIFFICULTIES = tuple(pathfinder.CONTOUR_LENGTHS)
+PATHFINDER_DIFFICULTIES = tuple(pathfinder.CONTOUR_LENGTHS)
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -131,6 +131,6 @@ def check_data_config(config) -> None:
   _check_int("generate_workers", data_config.generate_workers, 1)
   _check_int("num_workers", data_config.num_workers, 0)
   difficulty = data_config.pathfinder_difficulty
-  if difficulty not in _DIFFICULTIES:
+  if difficulty not in PATHFINDER_DIFFICULTIES:
     raise ConfigError(f"data.pathfinder_difficulty={difficulty!r}: use one of "
-                      f"{_DIFFICULTIES}")
+                      f"{PATHFINDER_DIFFICULTIES}")

@@ -14,7 +14,8 @@ from typing import Any
 
 from rmaat_jax.errors import ConfigError
 
-__all__ = ["CHOICES", "ConfigError", "ModelConfig"]
+__all__ = ["BOOL_FIELDS", "CHOICES", "ConfigError", "FLOAT_FIELDS", "ModelConfig",
+           "POSITIVE_INT_FIELDS"]
 
 
 CHOICES = {
@@ -25,7 +26,7 @@ CHOICES = {
     "pool": ("memory", "mean"),
     "dropout_rng": ("auto", "rbg", "threefry"),
 }
-_POSITIVE_INTS = (
+POSITIVE_INT_FIELDS = (
     "vocab_size", "num_classes", "seq_len", "num_segments", "num_memory_tokens",
     "emb_dim", "num_heads", "num_layers", "mlp_dim",
 )
@@ -100,21 +101,21 @@ class ModelConfig:
     return cls(**merged)
 
 
-_BOOLS = ("hebbian_sigmoid", "dual_encoder", "skip_empty_segments")
-_FLOATS = ("dropout_rate", "position_scale", "alpha")
+BOOL_FIELDS = ("hebbian_sigmoid", "dual_encoder", "skip_empty_segments")
+FLOAT_FIELDS = ("dropout_rate", "position_scale", "alpha")
 
 
 def _validate(cfg: ModelConfig) -> None:
-  for name in _BOOLS:
+  for name in BOOL_FIELDS:
     if not isinstance(getattr(cfg, name), bool):
       raise ConfigError(f"model.{name}={getattr(cfg, name)!r}: must be True or False")
-  for name in _FLOATS:
+  for name in FLOAT_FIELDS:
     value = getattr(cfg, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
       raise ConfigError(f"model.{name}={value!r}: must be a number")
   if isinstance(cfg.pad_id, bool) or not isinstance(cfg.pad_id, int):
     raise ConfigError(f"model.pad_id={cfg.pad_id!r}: must be an integer token id, or -1")
-  for name in _POSITIVE_INTS:
+  for name in POSITIVE_INT_FIELDS:
     value = getattr(cfg, name)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
       raise ConfigError(f"model.{name}={value!r}: must be a positive integer")
