@@ -34,6 +34,9 @@ def get_config() -> ml_collections.ConfigDict:
   # "streaming" (unnormalised, T not needed in advance) | "none"
   model.retention = "paper"
   model.backprop = "amrb"  # "amrb" | "remat" | "bptt"
+  # AMRB's replay of a segment: "block" (one block at a time: one layer's activations live,
+  # one extra forward of L - 1 blocks) | "segment" (the paper's: all layers' at once)
+  model.amrb_replay = "block"
   model.pool = "memory"  # "memory" | "mean"
   # Per example, a segment of padding only leaves the memory unchanged (no RF) and the head
   # reads the last segment holding a real token.

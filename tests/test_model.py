@@ -67,8 +67,9 @@ CASES = {
     # rbg dropout bits (what "auto" picks on GPU/TPU): the replay must redraw the same masks.
     "linear-mean-streaming-rbg": {"attention": "linear", "pool": "mean",
                                   "retention": "streaming", "dropout_rng": "rbg"},
+    # (and AMRB replaying whole segments, the paper's replay)
     "astro-distance-sigmoid": {"position": "distance", "hebbian_sigmoid": True,
-                               "retention": "none", "pool": "mean"},
+                               "retention": "none", "pool": "mean", "amrb_replay": "segment"},
     "one-segment": {"num_segments": 1},
 }
 

@@ -136,7 +136,8 @@ class RMAATClassifier(nn.Module):
     z_last = run_segments(
         SegmentLayers(cfg, train, self.dtype), segment_weights(encoder_params, rs),
         mem0, segments, retention_factors(cfg.num_segments, cfg.retention), key,
-        backprop=cfg.backprop, num_memory=cfg.num_memory_tokens, skip_pad_id=skip_pad_id)
+        backprop=cfg.backprop, num_memory=cfg.num_memory_tokens, skip_pad_id=skip_pad_id,
+        amrb_replay=cfg.amrb_replay)
     last_tokens = (segments[-1] if skip_pad_id is None
                    else last_real_tokens(segments, skip_pad_id))
     pooled = nn.LayerNorm(name="pool_norm")(

@@ -23,6 +23,7 @@ CHOICES = {
     "position": ("projected", "distance"),
     "retention": ("paper", "stretched", "streaming", "none"),
     "backprop": ("bptt", "remat", "amrb"),
+    "amrb_replay": ("block", "segment"),
     "pool": ("memory", "mean"),
     "dropout_rng": ("auto", "rbg", "threefry"),
 }
@@ -55,6 +56,7 @@ class ModelConfig:
   hebbian_sigmoid: bool
   retention: str
   backprop: str
+  amrb_replay: str
   pool: str
   dual_encoder: bool
   pad_id: int  # -1: no padding id (Image, Pathfinder: every value 0-255 is a pixel)

@@ -104,8 +104,12 @@ def replay_segment(step: SegmentLayers, weights: Weights, mem: Array, tokens: Ar
 
 
 def make_amrb(step: SegmentLayers, rf: np.ndarray, num_memory: int,
-              skip_pad_id: int | None = None):
-  """Returns f(weights, mem0, segments, key) -> Z_T with AMRB's replay backward."""
+              skip_pad_id: int | None = None, replay: str = "block"):
+  """Returns f(weights, mem0, segments, key) -> Z_T with AMRB's replay backward.
+
+  `replay`: "block" replays a segment block by block (`replay_segment`: one layer's
+  activations live); "segment" replays it under one `jax.vjp` (the paper's replay: every
+  layer's activations of the segment live, one forward fewer)."""
   rf_all = np.asarray(rf, np.float32)
 
   def forward_scan(weights, mem0, segments, key):
@@ -136,8 +140,12 @@ def make_amrb(step: SegmentLayers, rf: np.ndarray, num_memory: int,
       skipped = _skipped(tokens, t, skip_pad_id)
       if skipped is not None:
         seed = jnp.where(skipped, 0, seed)
-      dweights_t, dmem_t = replay_segment(step, weights, mem_t, tokens,
-                                          jax.random.fold_in(key, t), seed)
+      key_t = jax.random.fold_in(key, t)
+      if replay == "block":
+        dweights_t, dmem_t = replay_segment(step, weights, mem_t, tokens, key_t, seed)
+      else:
+        _, vjp_t = jax.vjp(lambda w, m: step(w, m, tokens, key_t), weights, mem_t)
+        dweights_t, dmem_t = vjp_t(seed)
       dz = jnp.zeros_like(dz_next)
       if skipped is not None:  # a skipped segment passes both cotangents through
         dmem_t = jnp.where(skipped, dmem_next, dmem_t)
@@ -158,12 +166,12 @@ def make_amrb(step: SegmentLayers, rf: np.ndarray, num_memory: int,
 
 def run_segments(step: SegmentLayers, weights: Weights, mem0: Array, segments: Array,
                  rf: np.ndarray, key: Array, *, backprop: str, num_memory: int,
-                 skip_pad_id: int | None = None) -> Array:
+                 skip_pad_id: int | None = None, amrb_replay: str = "block") -> Array:
   """Z_T of the recurrence over `segments` [T, B, S] starting from `mem0` [B, M, d].
 
   `rf` holds the T retention factors (numpy constants, no gradient); `key` is the step's
   dropout key, folded with the segment index inside. `skip_pad_id`: skip segments made
-  only of this id (None: run every segment).
+  only of this id (None: run every segment). `amrb_replay`: see `make_amrb`.
   """
   if segments.shape[0] != len(rf):
     raise ValueError(f"{segments.shape[0]} segments but {len(rf)} retention factors")
@@ -175,5 +183,6 @@ def run_segments(step: SegmentLayers, weights: Weights, mem0: Array, segments: A
     return _scan_segments(remat_step, weights, mem0, segments, rf, key, num_memory,
                           skip_pad_id)[0]
   if backprop == "amrb":
-    return make_amrb(step, rf, num_memory, skip_pad_id)(weights, mem0, segments, key)
+    return make_amrb(step, rf, num_memory, skip_pad_id, amrb_replay)(weights, mem0, segments,
+                                                                    key)
   raise ValueError(f"unknown backprop mode {backprop!r}; use one of {BACKPROP_MODES}")
