@@ -117,6 +117,7 @@ def test_training_step_live_bytes_needs_a_fresh_optimizer():
     training_step_live_bytes(model, optimizer, step, inputs)
 
 
+@pytest.mark.slow  # compiles the JAX step twice (11 s); a benchmark script's detail
 def test_jax_row_uses_rbg_for_memory_and_auto_for_time():
   row = measure("jax", "text", "amrb", 2, 1, 1, "cpu", toy=True)
   assert row["memory_metric"] == METRICS["cpu", "jax"]
