@@ -90,9 +90,9 @@ def test_tsv_with_a_missing_column_exits_2_naming_file_and_line(tmp_path):
   assert f"{broken}:6: expected 2 tab-separated columns" in errors[0]
 
 
-def test_a_step_that_cannot_fit_stops_at_once_suggesting_amrb(tmp_path):
+def test_a_step_that_cannot_fit_stops_at_once_suggesting_amrb(listops_data, tmp_path):
   """BPTT over 64 segments on a device that has 0.05 GiB (train.memory_limit_gib)."""
-  flags = listops_flags(tmp_path / "tfds", **{
+  flags = listops_flags(listops_data, **{
       "model.seq_len": 4096, "model.num_segments": 64, "model.backprop": "bptt",
       "train.batch_size": 16, "train.memory_limit_gib": 0.05})
   code, stderr = run_main(tmp_path / "work", *flags)
