@@ -132,7 +132,9 @@ def make_amrb(step: SegmentLayers, rf: np.ndarray, num_memory: int,
       dweights_acc, dmem_next, dz_next = carry
       t, tokens, mem_t, rf_t = xs
       # Make the replay of segment t wait for dL/dmem_{t+1}, so that XLA cannot schedule
-      # it early and hold two segments' activations at once.
+      # it early and hold two segments' activations at once. (XLA's GPU compiler honours
+      # this when it schedules; its CPU compiler drops barriers before, and there the loop
+      # alone orders the segments: docs/method.md section 5.)
       mem_t, dmem_next, dz_next = lax.optimization_barrier((mem_t, dmem_next, dz_next))
       # Z_t feeds mem_{t+1} = RF(t, T) * Z_t[:, :M] and, if no later segment ran, the
       # output: dZ_t = dL/dZ_T carried so far + RF(t, T) * dL/dmem_{t+1} on the memory rows.
