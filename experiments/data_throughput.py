@@ -52,8 +52,9 @@ import numpy as np
 
 from configs import default
 from rmaat_jax.data import builders, listops, pathfinder, preprocess
+from rmaat_jax.data.batching import GlobalBatchSampler
 from rmaat_jax.data.builders import FASHION_MNIST_DIR
-from rmaat_jax.data.pipeline import GlobalBatchSampler, get_datasets, prepare_builder
+from rmaat_jax.data.pipeline import get_datasets, prepare_builder
 from rmaat_jax.data.tasks import get_task, model_facts
 from rmaat_jax.errors import DataFormatError
 

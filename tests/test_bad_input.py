@@ -8,7 +8,8 @@ from data_fixtures import make_config, max_min_rows, write_listops
 
 from experiments.faults import error_lines, listops_flags, run_main
 from rmaat_jax.data import pathfinder
-from rmaat_jax.data.pipeline import ToModelInputs, get_datasets
+from rmaat_jax.data.batching import ToModelInputs
+from rmaat_jax.data.pipeline import get_datasets
 from rmaat_jax.errors import DataFormatError
 from rmaat_jax.models import build_model
 

@@ -11,7 +11,7 @@ from data_fixtures import MODEL, SEQ, make_config, write_aan, write_fashion_mnis
 from PIL import Image
 
 from rmaat_jax.config_checks import check_devices, validate_config
-from rmaat_jax.data import builders, listops, pathfinder, pipeline, preprocess
+from rmaat_jax.data import batching, builders, listops, pathfinder, pipeline, preprocess
 from rmaat_jax.data.pipeline import DataMissingError, get_datasets
 from rmaat_jax.errors import DataFormatError
 from rmaat_jax.models import ConfigError
@@ -349,7 +349,7 @@ def test_batched_decoding_matches_the_per_record_reference(tmp_path, monkeypatch
   raw = [features.serialize_example(r) for r in records]  # what the ArrayRecord file holds
   decoded = [features.deserialize_example_np(r) for r in raw]  # what TFDS would hand out
   expected = [per_record_reference(kind, d, seq_len, pad_id) for d in decoded]
-  transform = pipeline.ToModelInputs(kind, seq_len, pad_id, vocab, name, features=features)
+  transform = batching.ToModelInputs(kind, seq_len, pad_id, vocab, name, features=features)
   transform = pickle.loads(pickle.dumps(transform))  # as grain's worker processes get it
 
   def fail(*args, **kwargs):
@@ -377,7 +377,7 @@ def test_features_the_fast_decoding_does_not_know_are_decoded_by_tfds(tmp_path):
       "targets": tfds.features.ClassLabel(num_classes=3)})
   records = [{"inputs": np.arange(1, n + 1, dtype=np.int32), "targets": n % 3}
              for n in (0, 3, 9)]
-  transform = pipeline.ToModelInputs("tokens", 6, 0, 17, "listops", features=features)
+  transform = batching.ToModelInputs("tokens", 6, 0, 17, "listops", features=features)
   batch = transform([features.serialize_example(r) for r in records])
   expected = [per_record_reference("tokens", r, 6, 0) for r in records]
   np.testing.assert_array_equal(batch["inputs"], np.stack([e[0] for e in expected]))
@@ -389,7 +389,7 @@ def test_out_of_vocabulary_ids_name_the_first_bad_example_of_a_batch(tmp_path):
   ids = [[1, 2], [3], [1, 17], [4], [-1, 5]]
   raw = [features.serialize_example({"inputs": np.array(i, np.int32), "targets": 0})
          for i in ids]
-  transform = pipeline.ToModelInputs("tokens", 8, 0, 17, "listops", features=features)
+  transform = batching.ToModelInputs("tokens", 8, 0, 17, "listops", features=features)
   with pytest.raises(DataFormatError, match=r"^listops: an example holds token id 17, outside "
                      r"the task's vocabulary \[0, 17\); the prepared copy is corrupt"):
     transform(raw)
@@ -414,13 +414,13 @@ def test_batch_reader_reads_what_tfds_reads(tmp_path):
                                   deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
   assert len(source) == 20
   keys = [int(k) for k in np.random.default_rng(0).permutation(20)] + [0, 19, 19]
-  reader = pipeline.BatchReader(source)
+  reader = batching.BatchReader(source)
   assert reader.read(keys) == [source[k] for k in keys]
   assert pickle.loads(pickle.dumps(reader)).read(keys[:5]) == [source[k] for k in keys[:5]]
   with pytest.raises(IndexError):
     reader.read([20])
   # grain keeps repr(data source) in iterator states: states saved before stay valid.
-  assert repr(pipeline.RecordKeys(source)) == repr(builder.as_data_source(split=split))
+  assert repr(batching.RecordKeys(source)) == repr(builder.as_data_source(split=split))
 
 
 def test_loaders_give_the_per_record_reference_batches(generated_listops):
@@ -428,7 +428,7 @@ def test_loaders_give_the_per_record_reference_batches(generated_listops):
   ds = get_datasets(config)
   builder, _ = pipeline.prepare_builder("listops", config.data)
   train, validation = (builder.as_data_source(split=s) for s in ("train", "validation"))
-  sampler = pipeline.GlobalBatchSampler(len(train), 3, 0, 1, seed=5)
+  sampler = batching.GlobalBatchSampler(len(train), 3, 0, 1, seed=5)
 
   def reference(source, keys):
     rows = [per_record_reference("tokens", source[k], SEQ["listops"], 0) for k in keys]
