@@ -108,6 +108,24 @@ def _compile_jax_step(cfg: ModelConfig, batch: int) -> tuple[Any, dict, float]:
   return compiled, args, time.perf_counter() - start
 
 
+def _runner(compiled: Any, args: dict) -> Callable[[], None]:
+  """One call = one training step; the donated params and AdamW state are carried."""
+  key, tokens, labels = args["key"], args["tokens"], args["labels"]
+
+  def run() -> None:
+    args["params"], args["opt"], loss = compiled(args["params"], args["opt"], key, tokens,
+                                                 labels)
+    jax.block_until_ready(loss)
+
+  return run
+
+
+def jax_training_step(cfg: ModelConfig, batch: int) -> tuple[Callable[[], None], float]:
+  """A callable running one compiled JAX training step of `cfg`, and the compile seconds."""
+  compiled, args, compile_s = _compile_jax_step(cfg, batch)
+  return _runner(compiled, args), compile_s
+
+
 def _xla_memory(compiled: Any) -> dict[str, int]:
   stats = compiled.memory_analysis()
   result = {"xla_temp": int(stats.temp_size_in_bytes),
@@ -140,13 +158,7 @@ def measure_jax(cfg: ModelConfig, batch: int, repeats: int) -> dict:
     del memory_compiled
   else:
     result.update(timed_memory)
-  key, tokens, labels = args["key"], args["tokens"], args["labels"]
-
-  def run() -> None:
-    args["params"], args["opt"], loss = compiled(args["params"], args["opt"], key, tokens,
-                                                 labels)
-    jax.block_until_ready(loss)
-
+  run = _runner(compiled, args)
   run()  # warm-up
   result["step_s"], result["step_times"] = _median_time(run, repeats)
   device = jax.local_devices()[0]
@@ -158,8 +170,19 @@ def measure_jax(cfg: ModelConfig, batch: int, repeats: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- PyTorch
-def measure_torch(cfg: ModelConfig, batch: int, repeats: int, device: str) -> dict:
-  """Peak live allocator bytes of a step (profiler on CPU, CUDA allocator peak on GPU)."""
+@dataclasses.dataclass(frozen=True)
+class TorchStep:
+  """The port's training step of a config: `run()` is one step (forward, backward, AdamW)."""
+
+  run: Callable[[], None]
+  model: torch.nn.Module
+  optimizer: torch.optim.Optimizer
+  tokens: torch.Tensor
+  labels: torch.Tensor
+
+
+def torch_training_step(cfg: ModelConfig, batch: int, device: str = "cpu") -> TorchStep:
+  """The port's model of `cfg` in train mode (dropout on), AdamW, the same batch as JAX."""
   torch.manual_seed(0)
   # XLA's CPU backend flushes denormals to zero; torch does not by default, and a few
   # AdamW steps on one repeated batch produce denormals that made torch's CPU steps up to
@@ -177,6 +200,15 @@ def measure_torch(cfg: ModelConfig, batch: int, repeats: int, device: str) -> di
     model.loss_and_backward(tokens, labels)
     optimizer.step()
     sync()
+
+  return TorchStep(run, model, optimizer, tokens, labels)
+
+
+def measure_torch(cfg: ModelConfig, batch: int, repeats: int, device: str) -> dict:
+  """Peak live allocator bytes of a step (profiler on CPU, CUDA allocator peak on GPU)."""
+  step = torch_training_step(cfg, batch, device)
+  run, model, optimizer, tokens, labels = (step.run, step.model, step.optimizer, step.tokens,
+                                           step.labels)
 
   # The warm-up step (it creates the AdamW state) also meters what autograd saves; the
   # saved-activation peak does not depend on the AdamW state.

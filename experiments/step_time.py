@@ -11,7 +11,7 @@ task config with T segments of its 512-token segments; --toy: d 16, 1 layer, 16-
 segments) on the same random batch, float32, dropout on, AdamW (lr 1e-3, weight decay 1e-2,
 eps 1e-8). One step = forward + backward + optimizer update; compilation and --warmup steps
 are not timed. JAX uses model.dropout_rng="auto" (threefry on CPU: what a CPU user runs);
-torch flushes denormals, as XLA does (see compare_memory_measure.measure_torch). JAX runs
+torch flushes denormals, as XLA does (compare_memory_measure.torch_training_step). JAX runs
 on the CPU backend (JAX_PLATFORMS=cpu), since the torch port runs on the CPU.
 
 AMRB: JAX replays a segment block by block by default (model.amrb_replay="block", one extra
@@ -131,53 +131,7 @@ def xla_thread_check(settings: dict) -> dict:
   return {"xla_pool_threads": pool, "xla_restricted": restricted, "xla_note": note}
 
 
-# ----------------------------------------------------------------------------- steps
-def jax_step(cfg, batch: int) -> tuple[Callable[[], None], float]:
-  """The compiled JAX training step of `cfg` (params and AdamW state donated and carried)."""
-  import jax
-
-  from experiments.compare_memory_measure import _compile_jax_step
-
-  compiled, args, compile_s = _compile_jax_step(cfg, batch)
-  key, tokens, labels = args["key"], args["tokens"], args["labels"]
-
-  def run() -> None:
-    args["params"], args["opt"], loss = compiled(args["params"], args["opt"], key, tokens,
-                                                 labels)
-    jax.block_until_ready(loss)
-
-  return run, compile_s
-
-
-def torch_step(cfg, batch: int) -> Callable[[], None]:
-  """The port's training step of `cfg`, in train mode (dropout on), with AdamW."""
-  import torch
-
-  from experiments.compare_memory_measure import (
-    EPS,
-    LEARNING_RATE,
-    WEIGHT_DECAY,
-    build_torch_model,
-    example_batch,
-  )
-
-  torch.manual_seed(0)
-  # XLA's CPU backend flushes denormals; without this a few AdamW steps on one repeated
-  # batch make torch's steps up to 30x slower (compare_memory_measure.measure_torch).
-  torch.set_flush_denormal(True)
-  model = build_torch_model(cfg, device="cpu").train()
-  optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, eps=EPS,
-                                weight_decay=WEIGHT_DECAY)
-  tokens, labels = (torch.as_tensor(a, dtype=torch.long) for a in example_batch(cfg, batch))
-
-  def run() -> None:
-    optimizer.zero_grad(set_to_none=True)
-    model.loss_and_backward(tokens, labels)
-    optimizer.step()
-
-  return run
-
-
+# ----------------------------------------------------------------------------- timing
 def _load() -> list[float]:
   """os.getloadavg(): the 1, 5 and 15 min load averages, to 2 decimals."""
   return [round(x, 2) for x in os.getloadavg()]
@@ -194,14 +148,19 @@ def measure_row(task: str, segments: int, mode: str, replay: str | None, batch: 
                 repeats: int, warmup: int, toy: bool, on_first_jax_step: Callable[[], None]
                 ) -> dict:
   """One (task, T, mode[, replay]) row: --warmup steps each, then J, T pairs, timed."""
-  from experiments.compare_memory_measure import TIMING_DROPOUT_RNG, task_config
+  from experiments.compare_memory_measure import (
+    TIMING_DROPOUT_RNG,
+    jax_training_step,
+    task_config,
+    torch_training_step,
+  )
 
   load_before = _load()
   cfg = task_config(task, segments, mode, toy)
   cfg = dataclasses.replace(cfg, dropout_rng=TIMING_DROPOUT_RNG,
                             amrb_replay=replay or cfg.amrb_replay)
-  run_jax, compile_s = jax_step(cfg, batch)
-  run_torch = torch_step(cfg, batch)
+  run_jax, compile_s = jax_training_step(cfg, batch)
+  run_torch = torch_training_step(cfg, batch).run
   warm = {"jax": [], "torch": []}
   for _ in range(warmup):
     warm["jax"].append(_timed(run_jax)[0])
