@@ -21,9 +21,10 @@ from rmaat_jax.models.config import ModelConfig
 
 Array = jax.Array
 # {"embed": {"token_embedding", "position_embedding"},
-#  "blocks": {"params": every block's parameters stacked [L, ...], "r": R [L, H, N, m] or None}}
+#  "blocks": one BlockWeights per layer (a tuple)}
 Weights = dict[str, Any]
-# One block's slice of weights["blocks"]: {"params": ..., "r": [H, N, m] or None}
+# One block's weights: {"params": ..., "r": R [H, N, m] or None}. Stacked over layers
+# (`stack_blocks`: every leaf gets a leading [L] axis) for AMRB's block-by-block replay.
 BlockWeights = dict[str, Any]
 
 
@@ -58,17 +59,27 @@ def _segment_mask(tokens: Array, num_memory: int, pad_id: int) -> Array | None:
 def segment_weights(encoder_params: dict[str, Any],
                     rs: tuple[Array, ...] | None) -> Weights:
   """The segment step's weights from the encoder's parameters ({"token_embedding",
-  "position_embedding", "block_0", ...}) and R per layer: blocks stacked once per step, so
-  the loop over layers reads slices and its gradient comes back stacked."""
+  "position_embedding", "block_0", ...}) and R per layer (None without astro attention)."""
   num_layers = sum(name.startswith("block_") for name in encoder_params)
-  stack = lambda *leaves: jnp.stack(leaves)  # noqa: E731
-  blocks = [encoder_params[f"block_{layer}"] for layer in range(num_layers)]
   return {
       "embed": {name: encoder_params[name]
                 for name in ("token_embedding", "position_embedding")},
-      "blocks": {"params": jax.tree_util.tree_map(stack, *blocks),
-                 "r": None if rs is None else jnp.stack(rs)},
+      "blocks": tuple({"params": encoder_params[f"block_{layer}"],
+                       "r": None if rs is None else rs[layer]} for layer in range(num_layers)),
   }
+
+
+def stack_blocks(blocks: tuple[BlockWeights, ...]) -> BlockWeights:
+  """Per-layer block weights -> one tree whose leaves have a leading [L] axis (for a loop
+  over layers). Only AMRB's block replay loops over layers, so only it pays for the copy
+  and for stacked gradient buffers; the other modes read each layer's weights in place."""
+  return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *blocks)
+
+
+def unstack_blocks(stacked: BlockWeights, num_layers: int) -> tuple[BlockWeights, ...]:
+  """The inverse of `stack_blocks`."""
+  return tuple(jax.tree_util.tree_map(lambda a, i=layer: a[i], stacked)
+               for layer in range(num_layers))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,8 +132,7 @@ class SegmentLayers:
     Unrolled over layers: autodiff through a loop over layers (BPTT's) kept a larger
     constant (292 vs 232 MiB of temporaries on the Text config at 2 segments)."""
     x = self.embed(weights["embed"], mem, tokens)
-    for layer in range(self.cfg.num_layers):
-      block_weights = jax.tree_util.tree_map(lambda a, i=layer: a[i], weights["blocks"])
+    for layer, block_weights in enumerate(weights["blocks"]):
       x = self.block(block_weights, x, tokens, jax.random.fold_in(key, layer))
     return x
 

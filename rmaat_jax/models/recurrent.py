@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from rmaat_jax.models.encoder import SegmentLayers, Weights
+from rmaat_jax.models.encoder import SegmentLayers, Weights, stack_blocks, unstack_blocks
 
 Array = jax.Array
 BACKPROP_MODES = ("bptt", "remat", "amrb")
@@ -75,7 +75,8 @@ def _scan_segments(step: SegmentLayers, weights: Weights, mem0: Array, segments:
 def replay_segment(step: SegmentLayers, weights: Weights, mem: Array, tokens: Array,
                    key: Array, dz: Array) -> tuple[Weights, Array]:
   """Cotangents (dL/dweights, dL/dmem) of one segment Z = step(weights, mem, tokens, key),
-  given dz = dL/dZ, one block at a time.
+  given dz = dL/dZ, one block at a time. Here weights["blocks"] is stacked over layers
+  (`stack_blocks`), and so is the returned cotangent's.
 
   A loop over blocks 0..L-2 replays the forward keeping only each block's input
   ([L, B, N, d]); a reverse loop then recomputes block l under `jax.vjp` and backpropagates
@@ -127,6 +128,8 @@ def make_amrb(step: SegmentLayers, rf: np.ndarray, num_memory: int,
 
   def replay_backward(residuals, dz_last):
     weights, memories, segments, key = residuals
+    if replay == "block":  # stacked once here: the replay loops over layers
+      weights = {"embed": weights["embed"], "blocks": stack_blocks(weights["blocks"])}
 
     def body(carry, xs):
       dweights_acc, dmem_next, dz_next = carry
@@ -159,6 +162,9 @@ def make_amrb(step: SegmentLayers, rf: np.ndarray, num_memory: int,
     xs = (jnp.arange(segments.shape[0]), segments, memories,
           jnp.asarray(rf_all, memories.dtype))
     (dweights, dmem0, _), _ = lax.scan(body, init, xs, reverse=True)
+    if replay == "block":
+      dweights = {"embed": dweights["embed"],
+                  "blocks": unstack_blocks(dweights["blocks"], step.cfg.num_layers)}
     # Integer tokens and the dropout key have no cotangent.
     return dweights, dmem0, None, None
 
