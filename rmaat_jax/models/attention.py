@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rmaat_jax.models.dropout import Dropout
 from rmaat_jax.models.layers import LayerNorm, elu_plus_one, gelu
 from rmaat_jax.models.position import distance_positions, projected_positions
 
@@ -157,7 +158,7 @@ class EncoderBlock(nn.Module):
   @nn.compact
   def __call__(self, x: Array, key_mask: Array | None, r: Array | None = None, *,
                deterministic: bool) -> Array:
-    drop = lambda: nn.Dropout(self.dropout_rate, deterministic=deterministic)  # noqa: E731
+    drop = lambda: Dropout(self.dropout_rate, deterministic=deterministic)  # noqa: E731
     attn = MultiHeadAttention(self.num_heads, self.attention, self.alpha,
                               self.hebbian_sigmoid, name="attention")(x, key_mask, r)
     y = LayerNorm(name="ln_attention")(x + drop()(attn))
