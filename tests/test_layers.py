@@ -1,4 +1,4 @@
-"""The lean-backward GELU, elu + 1 and LayerNorm equal flax's / jax's in value and gradient."""
+"""The lean-backward GELU, elu + 1, LayerNorm and Dense equal flax's / jax's in value and gradient."""
 
 import flax.linen as nn
 import jax
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rmaat_jax.models.layers import LayerNorm, elu_plus_one, gelu
+from rmaat_jax.models.layers import Dense, LayerNorm, elu_plus_one, gelu
 
 # Around the kinks and far out: 0, tiny positives (elu + 1 rounds to 1), large magnitudes.
 EDGES = np.array([0.0, 1e-9, -1e-9, 1e-4, -30.0, 30.0, -3.0, 3.0], np.float32)
@@ -66,3 +66,28 @@ def test_layer_norm_matches_flax(dtype):
   for got, ref in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(want),
                       strict=True):
     np.testing.assert_allclose(np.float32(got), np.float32(ref), **tol)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_dense_matches_flax(dtype):
+  x = _inputs((3, 17, 24)).astype(dtype)
+  ours, theirs = Dense(40), nn.Dense(40)
+  params = theirs.init(jax.random.key(0), x)
+  params = jax.tree_util.tree_map(
+      lambda p: p + jax.random.normal(jax.random.key(2), p.shape), params)
+  mine = ours.init(jax.random.key(0), x)
+  assert jax.tree_util.tree_map(jnp.shape, mine) == jax.tree_util.tree_map(jnp.shape, params)
+  w = jax.random.normal(jax.random.key(3), (3, 17, 40)).astype(dtype)
+
+  def loss(module, params, x):
+    # The module casts float32 parameters to the input's dtype, as SegmentLayers does.
+    params = jax.tree_util.tree_map(lambda p: p.astype(dtype), params)
+    return jnp.sum(module.apply(params, x).astype(jnp.float32) * w)
+
+  tol = 1e-5 if dtype == jnp.float32 else 2e-2
+  np.testing.assert_allclose(loss(ours, params, x), loss(theirs, params, x), rtol=tol)
+  grads = jax.grad(loss, argnums=(1, 2))(ours, params, x)
+  want = jax.grad(loss, argnums=(1, 2))(theirs, params, x)
+  for got, expected in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(want)):
+    assert got.dtype == expected.dtype
+    np.testing.assert_allclose(np.float32(got), np.float32(expected), rtol=tol, atol=tol)

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from rmaat_jax.models.dropout import Dropout
-from rmaat_jax.models.layers import LayerNorm, elu_plus_one, gelu
+from rmaat_jax.models.layers import Dense, LayerNorm, elu_plus_one, gelu
 from rmaat_jax.models.position import distance_positions, projected_positions
 
 Array = jax.Array
@@ -162,6 +162,6 @@ class EncoderBlock(nn.Module):
     attn = MultiHeadAttention(self.num_heads, self.attention, self.alpha,
                               self.hebbian_sigmoid, name="attention")(x, key_mask, r)
     y = LayerNorm(name="ln_attention")(x + drop()(attn))
-    h = gelu(nn.Dense(self.mlp_dim, name="mlp_in")(y))
-    h = nn.Dense(x.shape[-1], name="mlp_out")(drop()(h))
+    h = gelu(Dense(self.mlp_dim, name="mlp_in")(y))
+    h = Dense(x.shape[-1], name="mlp_out")(drop()(h))
     return LayerNorm(name="ln_mlp")(y + drop()(h))
