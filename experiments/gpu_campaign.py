@@ -13,7 +13,9 @@ recorded as such, and the next one starts:
    BPTT vs AMRB, JAX vs the PyTorch port (CUDA), runtime peaks (`memory_stats()`,
    `torch.cuda.max_memory_allocated`) and step times at the same sizes ->
    compare_memory_gpu.{json,md,png}.
-3. listops: the full ListOps config (generated data) trained for as many steps as the
+3. paper: experiments.paper_table, RMAAT (both AMRB replays) vs RMT on the Retrieval
+   config at 1K-16K tokens, memory and step time -> paper_table_gpu.{json,md}.
+4. listops: the full ListOps config (generated data) trained for as many steps as the
    remaining minutes allow at phase 1's measured step time (SIGTERM at the deadline: the
    trainer saves and stops) -> gpu_listops.json (validation accuracy vs step, test accuracy).
 
@@ -44,6 +46,7 @@ LISTOPS_OVERHEAD_S = 150
 DRY_THROUGHPUT = ["--configs", "lra_image", "--preset", "cpu", "--batch", "2", "--steps", "1"]
 DRY_MEMORY = ["--toy", "--segments", "2", "--tasks", "text", "--batch", "1", "--repeats", "1",
               "--device", "cpu"]
+DRY_PAPER = ["--tokens", "1024", "--batch", "1", "--runs", "1", "--amrb_replay", "block"]
 
 
 def run_phase(name: str, command: list[str], timeout_s: float, log_dir: pathlib.Path,
@@ -127,7 +130,12 @@ def main(argv: list[str] | None = None) -> int:
   memory_cmd = python + ["experiments.compare_memory", "--out_dir", str(args.out_dir)]
   memory_cmd += DRY_MEMORY if args.dry_run else [
       "--device", "gpu", "--tasks", "text", "retrieval", "--segments", "8", "--batch", "32"]
-  phases.append(run_phase("memory", memory_cmd, 0.4 * budget, workdir, env))
+  phases.append(run_phase("memory", memory_cmd, 0.3 * budget, workdir, env))
+
+  paper_cmd = python + ["experiments.paper_table", "--out_dir", str(args.out_dir), "--tag", tag]
+  paper_cmd += DRY_PAPER if args.dry_run else [
+      "--tokens", "1024", "4096", "16384", "--time_max_tokens", "16384"]
+  phases.append(run_phase("paper", paper_cmd, 0.2 * budget, workdir, env))
 
   listops_dir = workdir / "listops"
   seconds = remaining() - LISTOPS_OVERHEAD_S

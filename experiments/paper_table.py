@@ -2,15 +2,17 @@
 
     python -m experiments.paper_table [--batch 4] [--tokens 1024 4096 16384 65536]
                                       [--time_max_tokens 4096] [--runs 3]
+                                      [--amrb_replay block segment]
 
 RMAAT = astromorphic attention, AMRB, retention factor (the :rmaat preset); RMT = softmax
 attention, BPTT, no retention factor (:rmt). Same model size (configs/lra_retrieval.py: d
 128, 4 layers, segments of 512 tokens, two documents per example), same batch, one run.
 Memory: XLA's compiled memory of one training gradient (arguments + outputs + temporaries),
-the same measurement for both models (a GPU run reports the runtime peak as well). Step
-time: median of --runs gradient steps after a warm-up, up to --time_max_tokens tokens per
-document. The paper reports 4.41x less memory and 1.73x faster training for RMAAT
-(Retrieval). Writes experiments/results/paper_table_<platform>.{json,md}.
+the same measurement for both models, with rbg dropout bits as on a GPU. Step time: median
+of --runs gradient steps after a warm-up, up to --time_max_tokens tokens per document, with
+the default dropout bits (model.dropout_rng="auto"). RMAAT is measured with each
+--amrb_replay. The paper reports 4.41x less memory and 1.73x faster training for RMAAT
+(Retrieval). Writes experiments/results/paper_table_<platform or --tag>.{json,md}.
 """
 
 from __future__ import annotations
@@ -28,38 +30,49 @@ from rmaat_jax.data.tasks import model_config
 from rmaat_jax.memory import gradient_step_profile
 
 HERE = pathlib.Path(__file__).resolve().parent
-MODELS = ("rmaat", "rmt")
+REPLAYS = ("block", "segment")  # model.amrb_replay values for RMAAT rows
 MIB = 2.0 ** 20
 
 
-def measure(model: str, tokens: int, batch: int, runs: int) -> dict:
+def measure(model: str, tokens: int, batch: int, runs: int, amrb_replay: str = "block") -> dict:
   config = configs.load("lra_retrieval")
   base = model_config(config)
   segment_len = base["seq_len"] // base["num_segments"]
-  # "rbg" dropout bits, as on a GPU (CPU compilation stands in for it; docs/method.md 5.1)
   cfg = {**base, **MODEL_PRESETS[model], "seq_len": tokens,
-         "num_segments": tokens // segment_len, "dropout_rng": "rbg"}
-  profile = gradient_step_profile(cfg, batch, time_runs=runs)
-  return {"model": model, "tokens": tokens, "segments": cfg["num_segments"],
+         "num_segments": tokens // segment_len, "amrb_replay": amrb_replay}
+  # Memory with "rbg" dropout bits, as on a GPU (CPU compilation stands in for it;
+  # docs/method.md 5.1). Time with the default "auto" bits: what this machine runs (on CPU
+  # threefry; rbg is 2x slower there), so on CPU a timed row compiles twice.
+  on_cpu = jax.default_backend() == "cpu"
+  profile = gradient_step_profile({**cfg, "dropout_rng": "rbg"}, batch,
+                                  time_runs=0 if on_cpu else runs)
+  if on_cpu and runs:
+    profile["step_s"] = gradient_step_profile(cfg, batch, time_runs=runs)["step_s"]
+  return {"model": model, "amrb_replay": amrb_replay if cfg["backprop"] == "amrb" else None,
+          "tokens": tokens, "segments": cfg["num_segments"],
           "memory_mib": profile["total"] / MIB, "temp_mib": profile["temp"] / MIB,
-          "step_s": profile.get("step_s")}
+          "step_s": profile.get("step_s"), "timed_dropout_rng": "auto"}
 
 
 def table(rows: list[dict], tokens: list[int]) -> str:
-  lines = ["| tokens per document | segments | RMAAT memory (MiB) | RMT memory (MiB) | "
-           "RMT / RMAAT memory | RMAAT step (s) | RMT step (s) | RMT / RMAAT time |",
-           "|---|---|---|---|---|---|---|---|"]
+  lines = ["| tokens per document | segments | RMAAT's AMRB replay | RMAAT memory (MiB) | "
+           "RMT memory (MiB) | RMT / RMAAT memory | RMAAT step (s) | RMT step (s) | "
+           "RMT / RMAAT time |",
+           "|---|---|---|---|---|---|---|---|---|"]
   for n in tokens:
-    a = next(r for r in rows if r["model"] == "rmaat" and r["tokens"] == n)
     b = next(r for r in rows if r["model"] == "rmt" and r["tokens"] == n)
-    timed = a["step_s"] is not None and b["step_s"] is not None
-    lines.append(
-        f"| {n} | {a['segments']} | {a['memory_mib']:.1f} | {b['memory_mib']:.1f} | "
-        f"**{b['memory_mib'] / a['memory_mib']:.2f}x** | "
-        + (f"{a['step_s']:.3f} | {b['step_s']:.3f} | **{b['step_s'] / a['step_s']:.2f}x** |"
-           if timed else "- | - | - |"))
+    for a in (r for r in rows if r["model"] == "rmaat" and r["tokens"] == n):
+      timed = a["step_s"] is not None and b["step_s"] is not None
+      lines.append(
+          f"| {n} | {a['segments']} | {a['amrb_replay']} | {a['memory_mib']:.1f} | "
+          f"{b['memory_mib']:.1f} | **{b['memory_mib'] / a['memory_mib']:.2f}x** | "
+          + (f"{a['step_s']:.3f} | {b['step_s']:.3f} | **{b['step_s'] / a['step_s']:.2f}x** |"
+             if timed else "- | - | - |"))
   lines.append("")
-  lines.append("Paper (Retrieval, GPU): RMAAT 4.41x less memory, 1.73x faster.")
+  lines.append("Paper (Retrieval, GPU): RMAAT 4.41x less memory, 1.73x faster. RMAAT's replay: "
+               "block = model.amrb_replay=\"block\" (the default: one layer's activations "
+               "live, one extra forward of L-1 blocks), segment = the paper's whole-segment "
+               "replay.")
   return "\n".join(lines)
 
 
@@ -69,13 +82,17 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--tokens", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
   parser.add_argument("--time_max_tokens", type=int, default=4096)
   parser.add_argument("--runs", type=int, default=3)
+  parser.add_argument("--amrb_replay", nargs="+", choices=REPLAYS, default=list(REPLAYS),
+                      help="RMAAT rows to measure, one per replay")
   parser.add_argument("--out_dir", type=pathlib.Path, default=HERE / "results")
+  parser.add_argument("--tag", default="", help="file name paper_table_<tag> (default: the "
+                      "platform, e.g. paper_table_cpu)")
   args = parser.parse_args(argv)
   rows = []
   for tokens in args.tokens:
-    for model in MODELS:
-      runs = args.runs if tokens <= args.time_max_tokens else 0
-      row = measure(model, tokens, args.batch, runs)
+    runs = args.runs if tokens <= args.time_max_tokens else 0
+    for model, replay in [("rmaat", r) for r in args.amrb_replay] + [("rmt", "block")]:
+      row = measure(model, tokens, args.batch, runs, replay)
       rows.append(row)
       print(json.dumps(row), flush=True)
   text = table(rows, args.tokens)
@@ -86,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
           "config": "configs/lra_retrieval.py (d 128, 4 layers, 512-token segments, dual)",
           "memory": "XLA compiled memory of one training gradient (args + outputs + temp)"}
   args.out_dir.mkdir(parents=True, exist_ok=True)
-  stem = args.out_dir / f"paper_table_{device.platform}"
+  stem = args.out_dir / f"paper_table_{args.tag or device.platform}"
   stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
   stem.with_suffix(".md").write_text(
       f"# paper_table ({meta['date']}, {meta['platform']}: {meta['device']}, jax "

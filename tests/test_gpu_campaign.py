@@ -15,7 +15,8 @@ def test_dry_run_runs_every_phase_and_writes_its_results(tmp_path):
   code = gpu_campaign.main(["--dry_run", "--out_dir", str(out),
                             "--workdir", str(tmp_path / "work")])
   summary = json.loads((out / "dryrun_campaign.json").read_text())
-  assert [p["phase"] for p in summary["phases"]] == ["throughput", "memory", "listops"]
+  assert [p["phase"] for p in summary["phases"]] == ["throughput", "memory", "paper",
+                                                     "listops"]
   assert code == 0, summary
   throughput = json.loads((out / "train_throughput_dryrun.json").read_text())["rows"]
   assert throughput[0]["config"] == "lra_image" and throughput[0]["step_s"] > 0
@@ -23,6 +24,9 @@ def test_dry_run_runs_every_phase_and_writes_its_results(tmp_path):
   assert {(r["framework"], r["mode"]) for r in memory} == {
       ("jax", "bptt"), ("jax", "amrb"), ("torch", "bptt"), ("torch", "amrb")}
   assert all(r["memory_bytes"] > 0 and r["step_s"] > 0 for r in memory)
+  paper = json.loads((out / "paper_table_dryrun.json").read_text())["rows"]
+  assert {(r["model"], r["amrb_replay"]) for r in paper} == {("rmaat", "block"), ("rmt", None)}
+  assert all(r["memory_mib"] > 0 and r["step_s"] > 0 for r in paper)
   listops = json.loads((out / "dryrun_listops.json").read_text())
   assert listops["steps_planned"] == 3 and listops["val_accuracy"][-1][0] == 3
   assert 0 <= listops["results"]["test_accuracy"] <= 1
