@@ -66,12 +66,12 @@ def pool(z: Array, cfg: ModelConfig, last_tokens: Array) -> Array:
 def dropout_key(key: Array, rng: str = "auto") -> Array:
   """The segments' dropout key, drawn from `key`; `rng` is `model.dropout_rng`.
 
-  Threefry, JAX's default, materialises two uint32 arrays of a mask's size per dropout
-  layer, and under AMRB's replay they were most of the step's temporary memory (8 MiB per
-  layer on the Text config at batch 2); "rbg" (XLA's RngBitGenerator) writes the bits once.
-  On CPU RngBitGenerator is slow (the ListOps :cpu step took 0.63 s instead of 0.47 s), so
-  "auto" keeps threefry there. Either way the masks are a function of the step's key,
-  folded per segment.
+  Threefry, JAX's default, materialises intermediate uint32 arrays of a mask's size (with
+  flax's dropout they were most of AMRB's temporary memory, 8 MiB per layer on the Text
+  config at batch 2); "rbg" (XLA's RngBitGenerator) writes the bits once. On CPU
+  RngBitGenerator is the slower one (a Text step's masks: 144 vs 65 ms on one core with
+  models/dropout.py), so "auto" keeps threefry there. Either way the masks are a function
+  of the step's key, folded per segment.
   """
   if rng == "auto":
     rng = "threefry" if jax.default_backend() == "cpu" else "rbg"
