@@ -10,7 +10,8 @@ d 256 / 128, 4 layers, 4 heads, d_ff 1024 / 512, 1 / 4 memory tokens, Retrieval 
 encoder), astro attention, dropout 0.1, with T segments of the configs' 512 tokens, i.e.
 seq_len = 512 T (per document); T = 8 is the configs' own 4096. One step = forward +
 backward + AdamW update, float32. The PyTorch model is experiments/torch_rmaat.py (the
-port checked against JAX by tests/test_torch_parity.py); its "amrb" is the paper's replay.
+port checked against JAX by tests/test_torch_parity.py). AMRB replays each segment block by
+block in both frameworks (model.amrb_replay's default, "block").
 
 Memory: the same kind of measurement in both frameworks, the peak of live bytes of one
 training step (parameters, AdamW state and batch included); the table, JSON (meta.memory_metric,

@@ -14,10 +14,10 @@ are not timed. JAX uses model.dropout_rng="auto" (threefry on CPU: what a CPU us
 torch flushes denormals, as XLA does (compare_memory_measure.torch_training_step). JAX runs
 on the CPU backend (JAX_PLATFORMS=cpu), since the torch port runs on the CPU.
 
-AMRB: JAX replays a segment block by block by default (model.amrb_replay="block", one extra
-forward of L-1 blocks per segment); the port replays the whole segment, the same algorithm
-as amrb_replay="segment". --amrb_replay lists the JAX replays to time (each its own row,
-against the same torch "amrb").
+AMRB: both frameworks replay a segment the way model.amrb_replay says: "block" (the
+default: one block at a time, one extra forward of L-1 blocks per segment) or "segment"
+(the whole segment at once, the paper's replay). --amrb_replay lists the replays to time,
+each its own row, the same replay in JAX and in the port.
 
 Threads, equal in both frameworks, set before jax and torch are imported:
 - The process is pinned (os.sched_setaffinity) to --threads cores (--cores, or the first
@@ -178,7 +178,7 @@ def measure_row(task: str, segments: int, mode: str, replay: str | None, batch: 
   cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
   row = {"task": task, "segments": segments, "seq_len": cfg.seq_len, "mode": mode,
          "jax_amrb_replay": cfg.amrb_replay if mode == "amrb" else None,
-         "torch_amrb_replay": "segment" if mode == "amrb" else None,
+         "torch_amrb_replay": cfg.amrb_replay if mode == "amrb" else None,
          "batch": batch, "repeats": repeats, "warmup": warmup,
          "jax_dropout_rng": cfg.dropout_rng, "jax_compile_s": compile_s,
          "jax_warmup_s": warm["jax"], "torch_warmup_s": warm["torch"],
@@ -202,7 +202,7 @@ def _mode_label(row: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
-  lines = ["| task | T | tokens | mode (JAX) | JAX (s) | torch (s) | JAX/torch medians | "
+  lines = ["| task | T | tokens | mode (both frameworks) | JAX (s) | torch (s) | JAX/torch medians | "
            "JAX/torch pairs: median [min-max] | JAX cpu (s) | torch cpu (s) | "
            "JAX/torch cpu | load 1-min before -> after |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--segments", type=int, nargs="+", default=[2, 4])
   parser.add_argument("--modes", nargs="+", choices=MODES, default=["bptt", "amrb"])
   parser.add_argument("--amrb_replay", nargs="+", choices=REPLAYS, default=list(REPLAYS),
-                      help="JAX's AMRB replays to time, a row each (the port's is 'segment')")
+                      help="AMRB replays to time, a row each (both frameworks)")
   parser.add_argument("--batch", type=int, default=2)
   parser.add_argument("--repeats", type=int, default=7, help="timed (JAX, torch) pairs")
   parser.add_argument("--warmup", type=int, default=1, help="untimed steps of each first")

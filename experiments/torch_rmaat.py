@@ -12,7 +12,8 @@ rmaat_jax.models.retention (numpy constants), memory or mean pooling, pool Layer
 Dense -> GELU(tanh) -> Dense, optional dual encoder ([u, v, u*v, u-v]).
 
 Backprop follows `model_config.backprop`: "bptt" (autograd through all segments), "amrb"
-(the paper's replay, torch_rmaat_recurrent.AMRBFunction) or "remat" (each segment under
+(the paper's replay, torch_rmaat_recurrent.AMRBFunction, segment by segment or block by
+block as `model_config.amrb_replay` says, like JAX) or "remat" (each segment under
 torch.utils.checkpoint). All give the same gradients. The module is returned in eval mode,
 like JAX's `train=False` default; call `.train()` to enable dropout (its masks come from
 torch generators, so they differ from JAX's, but AMRB's replay reproduces them exactly).
@@ -57,18 +58,27 @@ class SegmentEncoder(nn.Module):
           cfg.emb_dim, cfg.num_heads, cfg.mlp_dim, cfg.dropout_rate, cfg.attention,
           cfg.alpha, cfg.hebbian_sigmoid))
 
+  def embed(self, mem: Tensor, tokens: Tensor) -> Tensor:
+    """The first block's input [B, M + S, d]: memory, then token + position embeddings."""
+    emb = self.token_embedding(tokens) + self.position_embedding
+    return torch.cat([mem.to(emb.dtype), emb], dim=1)
+
+  def key_mask(self, mem: Tensor, tokens: Tensor) -> Tensor | None:
+    mask = token_mask(tokens, self.cfg.pad_id)
+    if mask is None:
+      return None
+    # Memory tokens are always real.
+    return torch.cat([torch.ones(mem.shape[:2], dtype=torch.bool, device=mask.device), mask],
+                     dim=1)
+
+  def block(self, layer: int) -> EncoderBlock:
+    return getattr(self, f"block_{layer}")
+
   def forward(self, mem: Tensor, tokens: Tensor, rs: tuple[Tensor, ...] | None,
               generator: torch.Generator | None) -> Tensor:
-    cfg = self.cfg
-    emb = self.token_embedding(tokens) + self.position_embedding
-    x = torch.cat([mem.to(emb.dtype), emb], dim=1)
-    mask = token_mask(tokens, cfg.pad_id)
-    if mask is not None:  # memory tokens are always real
-      mask = torch.cat([torch.ones(mem.shape[:2], dtype=torch.bool, device=mask.device),
-                        mask], dim=1)
-    for layer in range(cfg.num_layers):
-      block = getattr(self, f"block_{layer}")
-      x = block(x, mask, None if rs is None else rs[layer], generator)
+    x, mask = self.embed(mem, tokens), self.key_mask(mem, tokens)
+    for layer in range(self.cfg.num_layers):
+      x = self.block(layer)(x, mask, None if rs is None else rs[layer], generator)
     return x
 
 
@@ -148,7 +158,8 @@ class RMAATTorch(nn.Module):
     skip_pad_id = cfg.pad_id if cfg.skip_empty_segments and cfg.pad_id >= 0 else None
     z_last = run_segments(self.segment_encoder, list(self.segment_encoder.parameters()),
                           mem0, segments, self.rf, rs, seed, backprop=cfg.backprop,
-                          num_memory=cfg.num_memory_tokens, skip_pad_id=skip_pad_id)
+                          num_memory=cfg.num_memory_tokens, skip_pad_id=skip_pad_id,
+                          amrb_replay=cfg.amrb_replay)
     pooled = self.pool_norm(pool(z_last, cfg, _last_real_tokens(segments, skip_pad_id)))
     if cfg.dual_encoder:
       u, v = pooled[0::2], pooled[1::2]

@@ -12,8 +12,10 @@
   [T, B, M, d]). Backward: a reverse loop that recomputes segment t with grad enabled from
   its stored memory (detached, requires_grad), backpropagates dL/dZ_T (t = T) or dL/dmem_{t+1}
   through it with torch.autograd.grad, accumulates the parameter gradients and hands
-  dL/dmem_t to segment t - 1. Because it is a Function, `loss.backward()` on the model's
-  logits runs it: the same training loop serves every mode.
+  dL/dmem_t to segment t - 1. The recomputation goes block by block (`replay_blocks`,
+  amrb_replay="block", JAX's default) or over the whole segment at once ("segment").
+  Because it is a Function, `loss.backward()` on the model's logits runs it: the same
+  training loop serves every mode.
 
 With `skip_pad_id`, a segment t >= 2 made only of that id is skipped per example (the memory
 passes unchanged, no RF; the output stays the last real segment's Z), as in JAX.
@@ -90,8 +92,8 @@ class AMRBFunction(torch.autograd.Function):
 
   @staticmethod
   def forward(ctx, step: SegmentStep, segments: Tensor, rf: np.ndarray, seed: int | None,
-              num_memory: int, skip_pad_id: int | None, num_rs: int, mem0: Tensor,
-              *tensors: Tensor) -> Tensor:
+              num_memory: int, skip_pad_id: int | None, replay: str, num_rs: int,
+              mem0: Tensor, *tensors: Tensor) -> Tensor:
     rs = _as_rs(tensors[:num_rs])
     # Function.forward already runs without grad; nothing inside is recorded.
     z_last, memories = _loop(step, mem0, segments, rf, rs, seed, num_memory,
@@ -99,7 +101,7 @@ class AMRBFunction(torch.autograd.Function):
     # The replay buffer [T, B, M, d] is all that is kept, plus the integer tokens.
     ctx.save_for_backward(torch.stack(memories), segments, *tensors[:num_rs])
     ctx.step, ctx.rf, ctx.seed, ctx.num_memory = step, rf, seed, num_memory
-    ctx.skip_pad_id = skip_pad_id
+    ctx.skip_pad_id, ctx.replay = skip_pad_id, replay
     ctx.params = tensors[num_rs:]  # leaf parameters: referenced, not copies
     return z_last
 
@@ -116,42 +118,100 @@ class AMRBFunction(torch.autograd.Function):
       wrt_params = [p for p in params if p.requires_grad]
       grads_rs = [torch.zeros_like(r) for r in wrt_rs]
       grads_params = [torch.zeros_like(p) for p in wrt_params]
+      sums = {id(x): g for x, g in zip(wrt_rs + wrt_params, grads_rs + grads_params,
+                                      strict=True)}
       # dL/dZ_T carried back to the segment that produced the output, and dL/dmem_{t+1}.
       dz, dmem = dz_last, torch.zeros_like(memories[0])
       for t in range(last, -1, -1):
         mem_t = memories[t].detach().requires_grad_(True)
         generator = segment_generator(ctx.seed, t, memories.device)
-        z = ctx.step(mem_t, segments[t], _as_rs(rs), generator)
         # mem_{t+1} = RF(t, T) * Z_t[:, :M]: dZ_t = dz + RF(t, T) dL/dmem_{t+1} on memory rows.
         seed = dz.clone()
         seed[:, :ctx.num_memory] += float(ctx.rf[t]) * dmem
         skipped = _skipped(segments[t], t, ctx.skip_pad_id)
         if skipped is not None:
           seed = torch.where(skipped, torch.zeros_like(seed), seed)
-        grads = torch.autograd.grad(z, [mem_t, *wrt_rs, *wrt_params], seed,
-                                    allow_unused=True)
+        if ctx.replay == "block":
+          dmem_t = replay_blocks(ctx.step, mem_t, segments[t], _as_rs(rs), generator, seed,
+                                 sums)
+        else:
+          z = ctx.step(mem_t, segments[t], _as_rs(rs), generator)
+          wrt = [mem_t, *wrt_rs, *wrt_params]
+          grads = torch.autograd.grad(z, wrt, seed, allow_unused=True)
+          _accumulate(sums, wrt[1:], grads[1:])
+          dmem_t = grads[0]
+          del z, grads  # free segment t's graph before replaying t - 1
         if skipped is None:
-          dmem, dz = grads[0], torch.zeros_like(dz)
+          dmem, dz = dmem_t, torch.zeros_like(dz)
         else:  # a skipped segment passes both cotangents through
-          dmem = torch.where(skipped, dmem, grads[0])
+          dmem = torch.where(skipped, dmem, dmem_t)
           dz = torch.where(skipped, dz, torch.zeros_like(dz))
-        for acc, g in zip(grads_rs + grads_params, grads[1:], strict=True):
-          if g is not None:
-            acc.add_(g)
-        del z, seed, grads  # free segment t's graph before replaying t - 1
+        del seed
     it_rs, it_params = iter(grads_rs), iter(grads_params)
     d_rs = [next(it_rs) if r.requires_grad else None for r in rs]
     d_params = [next(it_params) if p.requires_grad else None for p in params]
-    return (None, None, None, None, None, None, None, dmem, *d_rs, *d_params)
+    return (None, None, None, None, None, None, None, None, dmem, *d_rs, *d_params)
+
+
+def _accumulate(sums: dict[int, Tensor], tensors: Sequence[Tensor],
+                grads: Sequence[Tensor | None]) -> None:
+  for x, g in zip(tensors, grads, strict=True):
+    if g is not None:
+      sums[id(x)].add_(g)
+
+
+def replay_blocks(step, mem: Tensor, tokens: Tensor, rs: tuple[Tensor, ...] | None,
+                  generator: torch.Generator | None, dz: Tensor,
+                  sums: dict[int, Tensor]) -> Tensor:
+  """Backpropagates dz = dL/dZ through one segment block by block (amrb_replay="block",
+  as JAX's recurrent.replay_segment); returns dL/dmem and adds the weight gradients to
+  `sums` (keyed by id of each tensor that requires grad).
+
+  A no-grad pass keeps each block's input and the dropout generator's state before it;
+  then, from the last block to the first, the block is recomputed with grad from its input
+  and state and backpropagated, so one block's graph is alive at a time. `step` is the
+  SegmentEncoder (its `embed`, `key_mask` and `block`).
+  """
+  layers = step.cfg.num_layers
+  mask = step.key_mask(mem, tokens)
+  inputs, states = [], []
+  with torch.no_grad():
+    x = step.embed(mem, tokens)
+    for layer in range(layers):
+      inputs.append(x)
+      states.append(None if generator is None else generator.get_state())
+      if layer + 1 < layers:
+        x = step.block(layer)(x, mask, None if rs is None else rs[layer], generator)
+  dx = dz
+  for layer in reversed(range(layers)):
+    if generator is not None:
+      generator.set_state(states[layer])
+    x, inputs[layer] = inputs[layer].requires_grad_(True), None
+    block, r = step.block(layer), None if rs is None else rs[layer]
+    y = block(x, mask, r, generator)
+    wrt = [x] + [w for w in [*([] if r is None else [r]), *block.parameters()]
+                 if w.requires_grad]
+    grads = torch.autograd.grad(y, wrt, dx, allow_unused=True)
+    _accumulate(sums, wrt[1:], grads[1:])
+    dx = grads[0]
+    del x, y, grads
+  embed_weights = [w for name, w in step.named_parameters()
+                   if not name.startswith("block_") and w.requires_grad]
+  wrt = [mem, *embed_weights]
+  grads = torch.autograd.grad(step.embed(mem, tokens), wrt, dx, allow_unused=True)
+  _accumulate(sums, wrt[1:], grads[1:])
+  return grads[0]
 
 
 def run_segments(step: SegmentStep, params: Sequence[Tensor], mem0: Tensor,
                  segments: Tensor, rf: np.ndarray, rs: tuple[Tensor, ...] | None,
                  seed: int | None, *, backprop: str, num_memory: int,
-                 skip_pad_id: int | None = None) -> Tensor:
+                 skip_pad_id: int | None = None, amrb_replay: str = "block") -> Tensor:
   """Z_T [B, M + S, d] of the recurrence over `segments` [T, B, S] from `mem0` [B, M, d].
 
   `params` are the tensors `step` reads (needed by AMRB to return their gradients).
+  `amrb_replay`: "block" (`replay_blocks`; `step` must be a SegmentEncoder) or "segment"
+  (the whole segment under one autograd graph, the paper's replay).
   """
   if segments.shape[0] != len(rf):
     raise ValueError(f"{segments.shape[0]} segments but {len(rf)} retention factors")
@@ -162,6 +222,8 @@ def run_segments(step: SegmentStep, params: Sequence[Tensor], mem0: Tensor,
     rs_list = list(rs or ())
     if not torch.is_grad_enabled():  # inference: no replay buffer needed
       return _loop(step, mem0, segments, rf, rs, seed, num_memory, skip_pad_id=skip_pad_id)[0]
-    return AMRBFunction.apply(step, segments, rf, seed, num_memory, skip_pad_id,
+    if amrb_replay not in ("block", "segment"):
+      raise ValueError(f"unknown amrb_replay {amrb_replay!r}; use 'block' or 'segment'")
+    return AMRBFunction.apply(step, segments, rf, seed, num_memory, skip_pad_id, amrb_replay,
                               len(rs_list), mem0, *rs_list, *params)
   raise ValueError(f"unknown backprop mode {backprop!r}; use one of {BACKPROP_MODES}")

@@ -47,10 +47,10 @@ CASES = {
 }
 
 
-def config(case: str, backprop: str) -> ModelConfig:
+def config(case: str, backprop: str, amrb_replay: str = "block") -> ModelConfig:
   fields = {**BASE, **CASES[case]}
   fields["seq_len"] = SEGMENT_LEN * fields["num_segments"]
-  return ModelConfig.from_config({**fields, "backprop": backprop})
+  return ModelConfig.from_config({**fields, "backprop": backprop, "amrb_replay": amrb_replay})
 
 
 def inputs(cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -107,8 +107,9 @@ def jax_result(case: str, backprop: str) -> tuple[np.ndarray, float, dict]:
   return np.asarray(logits), float(loss), jax.tree_util.tree_map(np.asarray, grads)
 
 
-def torch_result(case: str, backprop: str) -> tuple[np.ndarray, float, dict]:
-  cfg = config(case, backprop)
+def torch_result(case: str, backprop: str, amrb_replay: str = "block"
+                 ) -> tuple[np.ndarray, float, dict]:
+  cfg = config(case, backprop, amrb_replay)
   model = build_torch_model(cfg, jax_params(case), dtype=torch.float32)
   tokens, labels = inputs(cfg)
   logits = model(tokens).detach().numpy()
@@ -149,17 +150,18 @@ def test_logits_loss_and_grads_match_jax(case, backprop):
   assert_trees_close(grads, want_grads)
 
 
-@pytest.mark.parametrize("mode", ["amrb", "remat"])
+@pytest.mark.parametrize("mode,replay", [("amrb", "block"), ("amrb", "segment"),
+                                         ("remat", "block")])
 @pytest.mark.parametrize("case", list(CASES))
-def test_torch_replay_modes_give_bptt_grads(case, mode):
+def test_torch_replay_modes_give_bptt_grads(case, mode, replay):
   _, bptt_loss, bptt_grads = torch_result(case, "bptt")
-  _, loss, grads = torch_result(case, mode)
+  _, loss, grads = torch_result(case, mode, replay)
   assert loss == bptt_loss
   assert_trees_close(grads, bptt_grads, rtol=1e-5)
 
 
-def _train_mode_grads(backprop: str) -> tuple[float, dict]:
-  cfg = config("astro", backprop)
+def _train_mode_grads(backprop: str, amrb_replay: str = "block") -> tuple[float, dict]:
+  cfg = config("astro", backprop, amrb_replay)
   model = build_torch_model(cfg, jax_params("astro")).train()  # dropout 0.1 active
   tokens, labels = inputs(cfg)
   torch.manual_seed(123)  # the step's dropout seed
@@ -167,9 +169,11 @@ def _train_mode_grads(backprop: str) -> tuple[float, dict]:
   return loss, torch_grads_as_jax_tree(model)
 
 
-def test_amrb_replays_the_forward_dropout_masks():
+@pytest.mark.parametrize("replay", ["block", "segment"])
+def test_amrb_replays_the_forward_dropout_masks(replay):
+  # "astro" has 2 layers: the block replay must restore the generator before each block.
   bptt_loss, bptt_grads = _train_mode_grads("bptt")
-  amrb_loss, amrb_grads = _train_mode_grads("amrb")
+  amrb_loss, amrb_grads = _train_mode_grads("amrb", replay)
   eval_loss = torch_result("astro", "bptt")[1]
   assert bptt_loss != pytest.approx(eval_loss, rel=1e-3)  # dropout really was on
   assert amrb_loss == bptt_loss
