@@ -4,7 +4,8 @@
 
 Compiled temp memory (XLA buffer assignment) of one training gradient: BPTT at 2 and 4
 segments (the difference / 2 is what BPTT stores per segment), AMRB at 1, 2 and 4 layers
-with and without dropout (what AMRB's replay holds per layer). Segments of 512 tokens.
+with and without dropout (what AMRB's replay holds per layer), and with the whole-segment
+replay (model.amrb_replay="segment") for comparison. Segments of 512 tokens.
 Writes experiments/results/segment_memory.{json,md}.
 """
 
@@ -43,12 +44,18 @@ def main(argv: list[str] | None = None) -> None:
   amrb = {(layers, rate): temp_mib(base, args.batch, backprop="amrb", num_segments=2,
                                    num_layers=layers, dropout_rate=rate)
           for layers in (1, 2, 4) for rate in (0.1, 0.0)}
+  # The paper's whole-segment replay, for comparison (dropout on).
+  segment_replay = {layers: temp_mib(base, args.batch, backprop="amrb", num_segments=2,
+                                     num_layers=layers, amrb_replay="segment")
+                    for layers in (1, 2, 4)}
   lines = [f"# segment_memory ({datetime.date.today()}, {jax.devices()[0].platform}, "
            f"Text config model, batch {args.batch})", "",
            f"BPTT temp: {bptt[2]:.1f} MiB at 2 segments, {bptt[4]:.1f} at 4: "
            f"**{(bptt[4] - bptt[2]) / 2:.1f} MiB per segment**", "",
-           "| AMRB layers | temp, dropout 0.1 (MiB) | temp, no dropout (MiB) |", "|---|---|---|"]
-  lines += [f"| {n} | {amrb[(n, 0.1)]:.1f} | {amrb[(n, 0.0)]:.1f} |" for n in (1, 2, 4)]
+           "| AMRB layers | temp, dropout 0.1 (MiB) | temp, no dropout (MiB) | "
+           "temp, whole-segment replay, dropout 0.1 (MiB) |", "|---|---|---|---|"]
+  lines += [f"| {n} | {amrb[(n, 0.1)]:.1f} | {amrb[(n, 0.0)]:.1f} | {segment_replay[n]:.1f} |"
+            for n in (1, 2, 4)]
   text = "\n".join(lines)
   print(text)
   args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -56,7 +63,9 @@ def main(argv: list[str] | None = None) -> None:
   (args.out_dir / "segment_memory.json").write_text(json.dumps(
       {"batch": args.batch, "bptt_temp_mib": bptt,
        "amrb_temp_mib": [{"layers": n, "dropout": r, "temp_mib": v}
-                         for (n, r), v in amrb.items()]}, indent=1))
+                         for (n, r), v in amrb.items()],
+       "amrb_segment_replay_temp_mib": [{"layers": n, "dropout": 0.1, "temp_mib": v}
+                                        for n, v in segment_replay.items()]}, indent=1))
 
 
 if __name__ == "__main__":

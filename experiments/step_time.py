@@ -202,7 +202,8 @@ def _mode_label(row: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
-  lines = ["| task | T | tokens | mode (both frameworks) | JAX (s) | torch (s) | JAX/torch medians | "
+  lines = ["| task | T | tokens | mode (both frameworks) | JAX (s) | torch (s) | "
+           "JAX/torch medians | "
            "JAX/torch pairs: median [min-max] | JAX cpu (s) | torch cpu (s) | "
            "JAX/torch cpu | load 1-min before -> after |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]

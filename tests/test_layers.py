@@ -1,4 +1,5 @@
-"""The lean-backward GELU, elu + 1, LayerNorm and Dense equal flax's / jax's in value and gradient."""
+"""The lean-backward GELU, elu + 1, LayerNorm and Dense equal flax's / jax's in value and
+gradient."""
 
 import flax.linen as nn
 import jax
@@ -88,6 +89,7 @@ def test_dense_matches_flax(dtype):
   np.testing.assert_allclose(loss(ours, params, x), loss(theirs, params, x), rtol=tol)
   grads = jax.grad(loss, argnums=(1, 2))(ours, params, x)
   want = jax.grad(loss, argnums=(1, 2))(theirs, params, x)
-  for got, expected in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(want)):
+  for got, expected in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(want),
+                           strict=True):
     assert got.dtype == expected.dtype
     np.testing.assert_allclose(np.float32(got), np.float32(expected), rtol=tol, atol=tol)
