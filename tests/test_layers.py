@@ -69,16 +69,18 @@ def test_layer_norm_matches_flax(dtype):
     np.testing.assert_allclose(np.float32(got), np.float32(ref), **tol)
 
 
+# 40 > 24 and 16 < 24 features: the backward transposes x, or dy, whichever is smaller.
+@pytest.mark.parametrize("features", [40, 16])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_dense_matches_flax(dtype):
+def test_dense_matches_flax(dtype, features):
   x = _inputs((3, 17, 24)).astype(dtype)
-  ours, theirs = Dense(40), nn.Dense(40)
+  ours, theirs = Dense(features), nn.Dense(features)
   params = theirs.init(jax.random.key(0), x)
   params = jax.tree_util.tree_map(
       lambda p: p + jax.random.normal(jax.random.key(2), p.shape), params)
   mine = ours.init(jax.random.key(0), x)
   assert jax.tree_util.tree_map(jnp.shape, mine) == jax.tree_util.tree_map(jnp.shape, params)
-  w = jax.random.normal(jax.random.key(3), (3, 17, 40)).astype(dtype)
+  w = jax.random.normal(jax.random.key(3), (3, 17, features)).astype(dtype)
 
   def loss(module, params, x):
     # The module casts float32 parameters to the input's dtype, as SegmentLayers does.

@@ -23,8 +23,8 @@ Array = jax.Array
 # {"embed": {"token_embedding", "position_embedding"},
 #  "blocks": one BlockWeights per layer (a tuple)}
 Weights = dict[str, Any]
-# One block's weights: {"params": ..., "r": R [H, N, m] or None}. Stacked over layers
-# (`stack_blocks`: every leaf gets a leading [L] axis) for AMRB's block-by-block replay.
+# One block's weights: {"params": ..., "r": R [H, N, m] or None}. AMRB's block replay sums
+# their gradients in one tree stacked over layers (a leading [L] axis on every leaf).
 BlockWeights = dict[str, Any]
 
 
@@ -69,15 +69,8 @@ def segment_weights(encoder_params: dict[str, Any],
   }
 
 
-def stack_blocks(blocks: tuple[BlockWeights, ...]) -> BlockWeights:
-  """Per-layer block weights -> one tree whose leaves have a leading [L] axis (for a loop
-  over layers). Only AMRB's block replay loops over layers, so only it pays for the copy
-  and for stacked gradient buffers; the other modes read each layer's weights in place."""
-  return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *blocks)
-
-
 def unstack_blocks(stacked: BlockWeights, num_layers: int) -> tuple[BlockWeights, ...]:
-  """The inverse of `stack_blocks`."""
+  """Per-layer trees from one whose leaves have a leading [L] axis."""
   return tuple(jax.tree_util.tree_map(lambda a, i=layer: a[i], stacked)
                for layer in range(num_layers))
 
@@ -115,16 +108,26 @@ class SegmentLayers:
         deterministic=not self.train,
         rngs={"dropout": key} if self.train and cfg.dropout_rate > 0 else None)
 
-  def scan_blocks(self, blocks: BlockWeights, x: Array, tokens: Array, key: Array,
-                  layers: Array) -> tuple[Array, Array]:
-    """Runs the stacked `blocks` (layer indices `layers`) in order on x as a loop; returns
-    the last output and each block's input [len(layers), B, N, d] (AMRB's replay)."""
+  def block_of(self, blocks: tuple[BlockWeights, ...], layer: Array, x: Array, tokens: Array,
+               key: Array) -> Array:
+    """Block `layer` (a traced index) of the per-layer `blocks` on x, as a `lax.switch` over
+    the layers: no stacked copy of the weights is made."""
+    branches = [lambda x, i=i: self.block(blocks[i], x, tokens, jax.random.fold_in(key, i))
+                for i in range(len(blocks))]
+    return lax.switch(layer, branches, x)
 
-    def body(x, xs):
-      block_weights, layer = xs
-      return self.block(block_weights, x, tokens, jax.random.fold_in(key, layer)), x
+  def scan_blocks(self, blocks: tuple[BlockWeights, ...], x: Array, tokens: Array, key: Array,
+                  num_blocks: int) -> tuple[Array, Array]:
+    """Runs blocks 0..num_blocks-1 in order on x as a loop; returns the last output and
+    each block's input [num_blocks + 1, B, N, d], the last one that output (AMRB's replay)."""
 
-    return lax.scan(body, x, (blocks, layers))
+    def body(carry, layer):
+      x, inputs = carry
+      return (self.block_of(blocks, layer, x, tokens, key), inputs.at[layer].set(x)), None
+
+    inputs = jnp.zeros((num_blocks + 1,) + x.shape, x.dtype)
+    (x, inputs), _ = lax.scan(body, (x, inputs), jnp.arange(num_blocks))
+    return x, inputs.at[num_blocks].set(x)
 
   def __call__(self, weights: Weights, mem: Array, tokens: Array, key: Array) -> Array:
     """(weights, mem [B, M, d], tokens [B, S], dropout key) -> Z [B, M + S, d].

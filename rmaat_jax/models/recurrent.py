@@ -21,12 +21,14 @@ fold_in(key, t), so they compute the same function and the same gradients.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from rmaat_jax.models.encoder import SegmentLayers, Weights, stack_blocks, unstack_blocks
+from rmaat_jax.models.encoder import SegmentLayers, Weights, unstack_blocks
 
 Array = jax.Array
 BACKPROP_MODES = ("bptt", "remat", "amrb")
@@ -73,35 +75,42 @@ def _scan_segments(step: SegmentLayers, weights: Weights, mem0: Array, segments:
 
 
 def replay_segment(step: SegmentLayers, weights: Weights, mem: Array, tokens: Array,
-                   key: Array, dz: Array) -> tuple[Weights, Array]:
-  """Cotangents (dL/dweights, dL/dmem) of one segment Z = step(weights, mem, tokens, key),
-  given dz = dL/dZ, one block at a time. Here weights["blocks"] is stacked over layers
-  (`stack_blocks`), and so is the returned cotangent's.
+                   key: Array, dz: Array, dweights: Weights) -> tuple[Weights, Array]:
+  """Backpropagates dz = dL/dZ through one segment Z = step(weights, mem, tokens, key) one
+  block at a time: returns (dweights + dL/dweights, dL/dmem). The sums' block gradients,
+  dweights["blocks"], are one tree stacked over layers (a leading [L] axis).
 
   A loop over blocks 0..L-2 replays the forward keeping only each block's input
-  ([L, B, N, d]); a reverse loop then recomputes block l under `jax.vjp` and backpropagates
-  it, so one block's activations are live at a time. Loops rather than optimisation
-  barriers: XLA's CPU compiler drops barriers before scheduling, and would merge the
-  recomputation with the first replay. Costs one extra forward of blocks 0..L-2.
+  ([L, B, N, d]); a reverse loop then recomputes block l under `jax.vjp`, backpropagates it
+  and adds its weight gradient into layer l of the sums in place, so one block's
+  activations are live at a time and no per-segment copy of the gradients exists. The loops
+  pick layer l's weights with `lax.switch` (`SegmentLayers.block_of`), so the weights are
+  not copied into a stacked array either. Loops rather than optimisation barriers: XLA's CPU
+  compiler drops barriers before scheduling, and would merge the recomputation with the
+  first replay. Costs one extra forward of blocks 0..L-2.
   """
   blocks = weights["blocks"]
-  layers = jnp.arange(step.cfg.num_layers)
-  x = step.embed(weights["embed"], mem, tokens)
-  head = lambda tree: jax.tree_util.tree_map(lambda a: a[:-1], tree)  # noqa: E731
-  x_last, inputs = step.scan_blocks(head(blocks), x, tokens, key, layers[:-1])
-  inputs = jnp.concatenate([inputs, x_last[None]])
+  num_layers = len(blocks)
+  _, inputs = step.scan_blocks(blocks, step.embed(weights["embed"], mem, tokens), tokens, key,
+                               num_layers - 1)
 
-  def backward(dx, xs):
-    block_weights, layer, x = xs
+  def block_vjp(layer: int, dx: Array, x: Array):
     run_block = lambda b, x: step.block(b, x, tokens, jax.random.fold_in(key, layer))  # noqa: E731
-    _, block_vjp = jax.vjp(run_block, block_weights, x)
-    dblock, dx = block_vjp(dx.astype(x.dtype))
-    return dx, dblock
+    return jax.vjp(run_block, blocks[layer], x)[1](dx.astype(x.dtype))
 
-  dx, dblocks = lax.scan(backward, dz, (blocks, layers, inputs), reverse=True)
+  def backward(carry, xs):
+    dx, sums = carry
+    layer, x = xs
+    branches = [functools.partial(block_vjp, i) for i in range(num_layers)]
+    dblock, dx = lax.switch(layer, branches, dx, x)
+    sums = jax.tree_util.tree_map(lambda s, d: s.at[layer].add(d), sums, dblock)
+    return (dx, sums), None
+
+  (dx, dblocks), _ = lax.scan(backward, (dz, dweights["blocks"]),
+                              (jnp.arange(num_layers), inputs), reverse=True)
   _, embed_vjp = jax.vjp(lambda w, m: step.embed(w, m, tokens), weights["embed"], mem)
   dembed, dmem = embed_vjp(dx)
-  return {"embed": dembed, "blocks": dblocks}, dmem
+  return {"embed": _tree_add(dweights["embed"], dembed), "blocks": dblocks}, dmem
 
 
 def make_amrb(step: SegmentLayers, rf: np.ndarray, num_memory: int,
@@ -128,8 +137,7 @@ def make_amrb(step: SegmentLayers, rf: np.ndarray, num_memory: int,
 
   def replay_backward(residuals, dz_last):
     weights, memories, segments, key = residuals
-    if replay == "block":  # stacked once here: the replay loops over layers
-      weights = {"embed": weights["embed"], "blocks": stack_blocks(weights["blocks"])}
+    num_layers = len(weights["blocks"])
 
     def body(carry, xs):
       dweights_acc, dmem_next, dz_next = carry
@@ -147,24 +155,29 @@ def make_amrb(step: SegmentLayers, rf: np.ndarray, num_memory: int,
         seed = jnp.where(skipped, 0, seed)
       key_t = jax.random.fold_in(key, t)
       if replay == "block":
-        dweights_t, dmem_t = replay_segment(step, weights, mem_t, tokens, key_t, seed)
+        dweights, dmem_t = replay_segment(step, weights, mem_t, tokens, key_t, seed,
+                                          dweights_acc)
       else:
         _, vjp_t = jax.vjp(lambda w, m: step(w, m, tokens, key_t), weights, mem_t)
         dweights_t, dmem_t = vjp_t(seed)
+        dweights = _tree_add(dweights_acc, dweights_t)
       dz = jnp.zeros_like(dz_next)
       if skipped is not None:  # a skipped segment passes both cotangents through
         dmem_t = jnp.where(skipped, dmem_next, dmem_t)
         dz = jnp.where(skipped, dz_next, dz)
-      return (_tree_add(dweights_acc, dweights_t), dmem_t, dz), None
+      return (dweights, dmem_t, dz), None
 
-    init = (jax.tree_util.tree_map(jnp.zeros_like, weights), jnp.zeros_like(memories[0]),
-            dz_last)
+    sums = jax.tree_util.tree_map(jnp.zeros_like, weights)
+    if replay == "block":  # the block replay sums block gradients stacked over layers
+      sums["blocks"] = jax.tree_util.tree_map(
+          lambda a: jnp.zeros((num_layers,) + a.shape, a.dtype), weights["blocks"][0])
+    init = (sums, jnp.zeros_like(memories[0]), dz_last)
     xs = (jnp.arange(segments.shape[0]), segments, memories,
           jnp.asarray(rf_all, memories.dtype))
     (dweights, dmem0, _), _ = lax.scan(body, init, xs, reverse=True)
     if replay == "block":
       dweights = {"embed": dweights["embed"],
-                  "blocks": unstack_blocks(dweights["blocks"], step.cfg.num_layers)}
+                  "blocks": unstack_blocks(dweights["blocks"], num_layers)}
     # Integer tokens and the dropout key have no cotangent.
     return dweights, dmem0, None, None
 
