@@ -156,8 +156,12 @@ class AMRBFunction(torch.autograd.Function):
 def _accumulate(sums: dict[int, Tensor], tensors: Sequence[Tensor],
                 grads: Sequence[Tensor | None]) -> None:
   for x, g in zip(tensors, grads, strict=True):
-    if g is not None:
-      sums[id(x)].add_(g)
+    if g is None:
+      continue
+    if id(x) not in sums:
+      raise ValueError(f"a tensor of shape {tuple(x.shape)} that the segment step reads "
+                       "requires grad but is not among run_segments' params")
+    sums[id(x)].add_(g)
 
 
 def replay_blocks(step, mem: Tensor, tokens: Tensor, rs: tuple[Tensor, ...] | None,
@@ -224,6 +228,11 @@ def run_segments(step: SegmentStep, params: Sequence[Tensor], mem0: Tensor,
       return _loop(step, mem0, segments, rf, rs, seed, num_memory, skip_pad_id=skip_pad_id)[0]
     if amrb_replay not in ("block", "segment"):
       raise ValueError(f"unknown amrb_replay {amrb_replay!r}; use 'block' or 'segment'")
+    if amrb_replay == "block" and not all(
+        hasattr(step, name) for name in ("cfg", "embed", "key_mask", "block")):
+      raise ValueError("amrb_replay='block' replays block by block and needs a "
+                       "SegmentEncoder as the step (embed, key_mask, block); use "
+                       "amrb_replay='segment' for another callable")
     return AMRBFunction.apply(step, segments, rf, seed, num_memory, skip_pad_id, amrb_replay,
                               len(rs_list), mem0, *rs_list, *params)
   raise ValueError(f"unknown backprop mode {backprop!r}; use one of {BACKPROP_MODES}")

@@ -27,7 +27,13 @@ from rmaat_jax.data.pipeline import TASKS
 from rmaat_jax.data.tasks import MODEL_FACTS, PATHFINDER_DIFFICULTIES
 from rmaat_jax.errors import ConfigError
 from rmaat_jax.models import build_model
-from rmaat_jax.models.config import BOOL_FIELDS, CHOICES, FLOAT_FIELDS, POSITIVE_INT_FIELDS
+from rmaat_jax.models.config import (
+  BOOL_FIELDS,
+  CHOICES,
+  FLOAT_FIELDS,
+  MAX_DROPOUT_RATE,
+  POSITIVE_INT_FIELDS,
+)
 
 NOT_A_POSITIVE_INT = st.sampled_from([0, -1, -7, True, 2.5, "8", None])
 NOT_A_FINITE_NON_NEGATIVE = st.one_of(st.floats(max_value=-1e-9), st.just(math.nan),
@@ -110,8 +116,9 @@ def invalid_configs(draw):
     return config, f"model.{name}"
   if mutation == "model_float":
     name = draw(st.sampled_from(FLOAT_FIELDS))
-    bad = {"dropout_rate": st.one_of(st.floats(min_value=1.0), st.floats(max_value=-1e-9),
-                                     st.just(math.nan), st.just("0.1")),
+    bad = {"dropout_rate": st.one_of(st.floats(min_value=MAX_DROPOUT_RATE),
+                                     st.floats(max_value=-1e-9), st.just(math.nan),
+                                     st.just("0.1")),
            "position_scale": st.one_of(st.floats(max_value=0.0), st.just(math.nan),
                                        st.just(math.inf), st.just(None)),
            "alpha": NOT_A_FINITE_NON_NEGATIVE}[name]

@@ -47,7 +47,7 @@ def test_masks_are_keyed(impl):
       jax.random.key(1, impl=impl)), a)
 
 
-def test_raw_uint32_keys_are_threefry():
+def test_raw_keys_use_the_default_implementation():
   x = jnp.ones((32, 32))
   np.testing.assert_array_equal(dropout(jax.random.PRNGKey(5), x, 0.2),
                                 dropout(jax.random.key(5), x, 0.2))
@@ -68,5 +68,7 @@ def test_module_is_flax_dropout_interface():
   assert Dropout(0.0).apply({}, x) is x
   y = module.apply({}, x, rngs={"dropout": jax.random.key(0)})
   assert 0 < np.mean(np.asarray(y) == 0) < 1
-  with pytest.raises(ValueError, match=r"\[0, 1\)"):
-    dropout(jax.random.key(0), x, 1.0)
+  for rate in (1.0, 0.999995, -0.1):  # 0.999995 would round to 1: everything dropped
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+      dropout(jax.random.key(0), x, rate)
+  assert np.all(np.asarray(dropout(jax.random.key(0), x, 0.99999)) >= 0)  # still allowed

@@ -14,8 +14,8 @@ from typing import Any
 
 from rmaat_jax.errors import ConfigError
 
-__all__ = ["BOOL_FIELDS", "CHOICES", "ConfigError", "FLOAT_FIELDS", "ModelConfig",
-           "POSITIVE_INT_FIELDS"]
+__all__ = ["BOOL_FIELDS", "CHOICES", "ConfigError", "FLOAT_FIELDS", "MAX_DROPOUT_RATE",
+           "ModelConfig", "POSITIVE_INT_FIELDS"]
 
 
 CHOICES = {
@@ -105,6 +105,8 @@ class ModelConfig:
 
 BOOL_FIELDS = ("hebbian_sigmoid", "dual_encoder", "skip_empty_segments")
 FLOAT_FIELDS = ("dropout_rate", "position_scale", "alpha")
+# models/dropout.py rounds the rate to a multiple of 2**-16; from here on it would be 1.
+MAX_DROPOUT_RATE = 1.0 - 2.0 ** -17
 
 
 def _validate(cfg: ModelConfig) -> None:
@@ -133,8 +135,10 @@ def _validate(cfg: ModelConfig) -> None:
   if cfg.emb_dim % cfg.num_heads:
     raise ConfigError(
         f"model.emb_dim={cfg.emb_dim} is not divisible by model.num_heads={cfg.num_heads}")
-  if not 0.0 <= cfg.dropout_rate < 1.0:
-    raise ConfigError(f"model.dropout_rate={cfg.dropout_rate!r}: must be in [0, 1)")
+  if not 0.0 <= cfg.dropout_rate < MAX_DROPOUT_RATE:
+    raise ConfigError(f"model.dropout_rate={cfg.dropout_rate!r}: must be in [0, 1) (below "
+                      f"{MAX_DROPOUT_RATE}: dropout decides with 16 random bits, and a rate "
+                      "that rounds to 1 would drop everything)")
   if not 0 < cfg.position_scale < math.inf:
     raise ConfigError(f"model.position_scale={cfg.position_scale!r}: must be finite and > 0")
   if not 0 <= cfg.alpha < math.inf:

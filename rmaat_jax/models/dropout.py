@@ -10,7 +10,8 @@ resolution, so here each element gets 16 random bits, compared with an integer t
   words per hash (JAX's own non-partitionable `random_bits` scheme): 4 decisions per hash
   instead of 1. rbg keys: half as many 32-bit words from RngBitGenerator.
 - The realised rate is round(rate * 2**16) / 2**16, within 2**-17 of `rate` (0.1 ->
-  0.1000061); the scale uses that realised rate, so E[output] = input exactly.
+  0.1000061); the scale uses that realised rate, so E[output] = input exactly up to the
+  rounding of the scale to x's dtype (in bfloat16 1 / 0.9 becomes 1.109375, as with flax).
   (FlashAttention quantises its dropout rate to 8 bits; 16 is finer than any config needs.)
 
 One core of the 2-core CPU machine draws the 12.6 M masked elements of a Text-config
@@ -37,9 +38,10 @@ def _keep_mask(key: Array, shape: tuple[int, ...], threshold: int) -> Array:
   """Boolean mask of `shape`: each element's 16 random bits are >= threshold."""
   size = math.prod(shape)
   words = -(-size // 2)  # two 16-bit values per 32-bit word
-  typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-  if not typed or str(jax.random.key_impl(key)) == "threefry2x32":
-    data = jax.random.key_data(key) if typed else key
+  if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    key = jax.random.wrap_key_data(key)  # a raw key: JAX's default implementation
+  if str(jax.random.key_impl(key)) == "threefry2x32":
+    data = jax.random.key_data(key)
     bits = threefry_2x32((data[0], data[1]), lax.iota(jnp.uint32, words))
   else:
     bits = jax.random.bits(key, (words,), jnp.uint32)
@@ -57,10 +59,11 @@ def realised_rate(rate: float) -> float:
 
 def dropout(key: Array, x: Array, rate: float) -> Array:
   """Zeroes each element of x with probability `realised_rate(rate)` and scales the rest
-  by 1 / (1 - that); rate in [0, 1)."""
-  if not 0.0 <= rate < 1.0:
-    raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+  by 1 / (1 - that), computed in x.dtype; rate in [0, 1 - 2**-17)."""
   threshold = round(rate * 2 ** BITS)
+  if not 0.0 <= rate < 1.0 or threshold >= 2 ** BITS:
+    raise ValueError(f"dropout rate must be in [0, 1) and below 1 - 2**-17 (it rounds to a "
+                     f"multiple of 2**-16), got {rate}")
   if threshold == 0:
     return x
   keep = _keep_mask(key, x.shape, threshold)
@@ -69,8 +72,8 @@ def dropout(key: Array, x: Array, rate: float) -> Array:
 
 
 class Dropout(nn.Module):
-  """`flax.linen.Dropout`'s interface (rate, deterministic, the "dropout" rng collection)
-  with `dropout`'s 16-bit decisions."""
+  """`flax.linen.Dropout`'s attributes (rate, deterministic, rng_collection; not its
+  call-time arguments or broadcast_dims) with `dropout`'s 16-bit decisions."""
 
   rate: float
   deterministic: bool = False

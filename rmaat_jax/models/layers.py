@@ -156,8 +156,9 @@ matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
 class Dense(nn.Module):
-  """flax.linen.Dense's parameters ("kernel" [d_in, features], "bias") and values; the
-  product is `matmul`."""
+  """flax.linen.Dense's parameters ("kernel" [d_in, features], "bias"), computed in x's
+  dtype (parameters are cast to it; flax would promote to float32): its values when the
+  parameters arrive in x's dtype, as SegmentLayers passes them. The product is `matmul`."""
 
   features: int
 
