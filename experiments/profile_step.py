@@ -14,14 +14,10 @@ This is how issue 13's BPTT step was taken apart (docs/method.md 5.1).
 
 from __future__ import annotations
 
-import os
+from experiments.step_time import configure_threads
 
-# One core, one XLA thread, before jax is imported (as step_time.py --threads 1).
-if hasattr(os, "sched_setaffinity"):
-  os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-os.environ["XLA_FLAGS"] = " ".join(
-    ["--xla_cpu_multi_thread_eigen=false", os.environ.get("XLA_FLAGS", "")]).strip()
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One core, one XLA thread, before jax is imported (step_time.py --threads 1's settings).
+configure_threads(1, None)
 
 import argparse  # noqa: E402
 import collections  # noqa: E402

@@ -134,13 +134,9 @@ class AMRBFunction(torch.autograd.Function):
         if ctx.replay == "block":
           dmem_t = replay_blocks(ctx.step, mem_t, segments[t], _as_rs(rs), generator, seed,
                                  sums)
-        else:
-          z = ctx.step(mem_t, segments[t], _as_rs(rs), generator)
-          wrt = [mem_t, *wrt_rs, *wrt_params]
-          grads = torch.autograd.grad(z, wrt, seed, allow_unused=True)
-          _accumulate(sums, wrt[1:], grads[1:])
-          dmem_t = grads[0]
-          del z, grads  # free segment t's graph before replaying t - 1
+        else:  # Z_t is not kept: segment t's graph is freed when _backprop returns
+          dmem_t = _backprop(ctx.step(mem_t, segments[t], _as_rs(rs), generator), seed, mem_t,
+                             [*wrt_rs, *wrt_params], sums)
         if skipped is None:
           dmem, dz = dmem_t, torch.zeros_like(dz)
         else:  # a skipped segment passes both cotangents through
@@ -153,15 +149,19 @@ class AMRBFunction(torch.autograd.Function):
     return (None, None, None, None, None, None, None, None, dmem, *d_rs, *d_params)
 
 
-def _accumulate(sums: dict[int, Tensor], tensors: Sequence[Tensor],
-                grads: Sequence[Tensor | None]) -> None:
-  for x, g in zip(tensors, grads, strict=True):
+def _backprop(output: Tensor, cotangent: Tensor, x: Tensor, weights: Sequence[Tensor],
+              sums: dict[int, Tensor]) -> Tensor:
+  """Backpropagates `cotangent` from `output`: adds each weight's gradient to its sum in
+  `sums` (keyed by id) and returns the gradient with respect to `x`."""
+  grads = torch.autograd.grad(output, [x, *weights], cotangent, allow_unused=True)
+  for w, g in zip(weights, grads[1:], strict=True):
     if g is None:
       continue
-    if id(x) not in sums:
-      raise ValueError(f"a tensor of shape {tuple(x.shape)} that the segment step reads "
+    if id(w) not in sums:
+      raise ValueError(f"a tensor of shape {tuple(w.shape)} that the segment step reads "
                        "requires grad but is not among run_segments' params")
-    sums[id(x)].add_(g)
+    sums[id(w)].add_(g)
+  return grads[0]
 
 
 def replay_blocks(step, mem: Tensor, tokens: Tensor, rs: tuple[Tensor, ...] | None,
@@ -192,19 +192,12 @@ def replay_blocks(step, mem: Tensor, tokens: Tensor, rs: tuple[Tensor, ...] | No
       generator.set_state(states[layer])
     x, inputs[layer] = inputs[layer].requires_grad_(True), None
     block, r = step.block(layer), None if rs is None else rs[layer]
-    y = block(x, mask, r, generator)
-    wrt = [x] + [w for w in [*([] if r is None else [r]), *block.parameters()]
-                 if w.requires_grad]
-    grads = torch.autograd.grad(y, wrt, dx, allow_unused=True)
-    _accumulate(sums, wrt[1:], grads[1:])
-    dx = grads[0]
-    del x, y, grads
+    weights = [w for w in [*([] if r is None else [r]), *block.parameters()] if w.requires_grad]
+    dx = _backprop(block(x, mask, r, generator), dx, x, weights, sums)
+    del x  # this block's input, before the next block is recomputed
   embed_weights = [w for name, w in step.named_parameters()
                    if not name.startswith("block_") and w.requires_grad]
-  wrt = [mem, *embed_weights]
-  grads = torch.autograd.grad(step.embed(mem, tokens), wrt, dx, allow_unused=True)
-  _accumulate(sums, wrt[1:], grads[1:])
-  return grads[0]
+  return _backprop(step.embed(mem, tokens), dx, mem, embed_weights, sums)
 
 
 def run_segments(step: SegmentStep, params: Sequence[Tensor], mem0: Tensor,

@@ -30,6 +30,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend.random import threefry_2x32
 
+from rmaat_jax.models.config import MAX_DROPOUT_RATE
+
 Array = jax.Array
 BITS = 16
 
@@ -52,18 +54,23 @@ def _keep_mask(key: Array, shape: tuple[int, ...], threshold: int) -> Array:
   return jnp.concatenate([low, high])[:size].reshape(shape)
 
 
+def _threshold(rate: float) -> int:
+  """Elements whose 16 random bits are below this are dropped."""
+  return round(rate * 2 ** BITS)
+
+
 def realised_rate(rate: float) -> float:
   """The drop probability that `dropout` applies for `rate` (a multiple of 2**-16)."""
-  return round(rate * 2 ** BITS) / 2 ** BITS
+  return _threshold(rate) / 2 ** BITS
 
 
 def dropout(key: Array, x: Array, rate: float) -> Array:
   """Zeroes each element of x with probability `realised_rate(rate)` and scales the rest
-  by 1 / (1 - that), computed in x.dtype; rate in [0, 1 - 2**-17)."""
-  threshold = round(rate * 2 ** BITS)
-  if not 0.0 <= rate < 1.0 or threshold >= 2 ** BITS:
+  by 1 / (1 - that), computed in x.dtype; rate in [0, MAX_DROPOUT_RATE = 1 - 2**-17)."""
+  if not 0.0 <= rate < MAX_DROPOUT_RATE:
     raise ValueError(f"dropout rate must be in [0, 1) and below 1 - 2**-17 (it rounds to a "
                      f"multiple of 2**-16), got {rate}")
+  threshold = _threshold(rate)
   if threshold == 0:
     return x
   keep = _keep_mask(key, x.shape, threshold)

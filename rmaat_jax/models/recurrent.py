@@ -98,10 +98,12 @@ def replay_segment(step: SegmentLayers, weights: Weights, mem: Array, tokens: Ar
     run_block = lambda b, x: step.block(b, x, tokens, jax.random.fold_in(key, layer))  # noqa: E731
     return jax.vjp(run_block, blocks[layer], x)[1](dx.astype(x.dtype))
 
+  # One branch per layer, so that no stacked copy of the weights is made (as block_of).
+  branches = [functools.partial(block_vjp, i) for i in range(num_layers)]
+
   def backward(carry, xs):
     dx, sums = carry
     layer, x = xs
-    branches = [functools.partial(block_vjp, i) for i in range(num_layers)]
     dblock, dx = lax.switch(layer, branches, dx, x)
     sums = jax.tree_util.tree_map(lambda s, d: s.at[layer].add(d), sums, dblock)
     return (dx, sums), None
@@ -167,10 +169,13 @@ def make_amrb(step: SegmentLayers, rf: np.ndarray, num_memory: int,
         dz = jnp.where(skipped, dz_next, dz)
       return (dweights, dmem_t, dz), None
 
-    sums = jax.tree_util.tree_map(jnp.zeros_like, weights)
     if replay == "block":  # the block replay sums block gradients stacked over layers
-      sums["blocks"] = jax.tree_util.tree_map(
+      block_sums = jax.tree_util.tree_map(
           lambda a: jnp.zeros((num_layers,) + a.shape, a.dtype), weights["blocks"][0])
+    else:
+      block_sums = jax.tree_util.tree_map(jnp.zeros_like, weights["blocks"])
+    sums = {"embed": jax.tree_util.tree_map(jnp.zeros_like, weights["embed"]),
+            "blocks": block_sums}
     init = (sums, jnp.zeros_like(memories[0]), dz_last)
     xs = (jnp.arange(segments.shape[0]), segments, memories,
           jnp.asarray(rf_all, memories.dtype))
