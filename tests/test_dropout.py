@@ -1,6 +1,9 @@
 """16-bit dropout: the realised rate, an unbiased scale, keyed masks, both key kinds."""
 
+import re
+
 import jax
+import jax.ad_checkpoint
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -53,12 +56,25 @@ def test_raw_keys_use_the_default_implementation():
                                 dropout(jax.random.key(5), x, 0.2))
 
 
-def test_gradient_is_the_mask_times_the_scale():
-  x = jax.random.normal(jax.random.key(0), (16, 32))
-  key = jax.random.key(4)
-  y, grad = dropout(key, x, 0.25), jax.grad(lambda x: jnp.sum(dropout(key, x, 0.25)))(x)
-  np.testing.assert_allclose(grad, np.where(np.asarray(y) != 0, 1 / (1 - 0.25), 0.0),
+@pytest.mark.parametrize("impl", ["threefry2x32", "rbg"])
+@pytest.mark.parametrize("shape", [(16, 32), SHAPE])
+def test_gradient_is_the_mask_times_the_scale(impl, shape):
+  # The backward unpacks a bit-packed copy of the forward's mask (padded for odd sizes).
+  x = jax.random.normal(jax.random.key(0), shape)
+  g = jax.random.normal(jax.random.key(1), shape)
+  key = jax.random.key(4, impl=impl)
+  y, vjp = jax.vjp(lambda x: dropout(key, x, 0.25), x)
+  p = realised_rate(0.25)
+  np.testing.assert_allclose(vjp(g)[0], np.where(np.asarray(y) != 0, g / (1 - p), 0.0),
                              rtol=1e-6)
+
+
+def test_backward_keeps_one_bit_per_element(capsys):
+  x = jnp.ones(SHAPE)
+  jax.ad_checkpoint.print_saved_residuals(lambda x: dropout(jax.random.key(0), x, 0.1), x)
+  words = -(-x.size // 2)
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert len(lines) == 1 and re.match(rf"u(int)?8\[2,{-(-words // 8)}\]", lines[0]), lines
 
 
 def test_module_is_flax_dropout_interface():
