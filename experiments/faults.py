@@ -16,6 +16,7 @@ import json
 import os
 import pathlib
 import random
+import re
 import shutil
 import signal
 import socket
@@ -114,9 +115,11 @@ def results_without_resume(workdir):
 
 
 def error_lines(stderr: str, prefix: str = "error:") -> list[str]:
-  # lstrip: orbax's background thread may print a traceback's indentation just before our
-  # line (seen under load: "    warning: checkpoint ... cannot be restored").
-  return [line.lstrip() for line in stderr.splitlines() if line.lstrip().startswith(prefix)]
+  # orbax's background threads may print a traceback ("RuntimeError: Event loop is closed")
+  # into the middle of our line under load: seen as "    warning: checkpoint ..." and
+  # "RuntimeErrorwarning: checkpoint ...". Such a fragment before the prefix is dropped.
+  pattern = re.compile(rf"^\s*(?:\w*(?:Error|Exception))?\s*({re.escape(prefix)}.*)$")
+  return [m.group(1) for m in map(pattern.match, stderr.splitlines()) if m]
 
 
 # --- faults ------------------------------------------------------------------------------
