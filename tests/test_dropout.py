@@ -10,7 +10,7 @@ import pytest
 
 from rmaat_jax.models.dropout import Dropout, dropout, realised_rate
 
-SHAPE = (4, 257, 255)  # odd sizes: the last 16-bit half-word is dropped
+SHAPE = (4, 257, 255)  # 1028 rows: not a multiple of 8, so 4 padding rows go unused
 
 
 @pytest.mark.parametrize("impl", ["threefry2x32", "rbg"])
@@ -24,10 +24,11 @@ def test_rate_and_scale(impl, rate):
   p = realised_rate(rate)
   assert abs(dropped - p) < 5 * np.sqrt(p * (1 - p) / n), (dropped, p)
   np.testing.assert_allclose(y[y != 0], 1 / (1 - p), rtol=1e-6)
-  # Both 16-bit halves of each random word are used, and neither is biased: the low and
-  # high halves land in the first and second half of the flattened mask.
-  flat = y.reshape(-1) == 0
-  for part in (flat[: n // 2], flat[n // 2:]):
+  # Both 16-bit halves of each random word are used, and neither is biased: rows
+  # k * chunk + r take the low halves for k < 4, the high halves for k >= 4.
+  rows = y.reshape(-1, SHAPE[-1]) == 0
+  chunk = -(-rows.shape[0] // 8)
+  for part in (rows[: 4 * chunk], rows[4 * chunk:]):
     assert abs(np.mean(part) - p) < 5 * np.sqrt(p * (1 - p) / part.size)
 
 
@@ -57,7 +58,7 @@ def test_raw_keys_use_the_default_implementation():
 
 
 @pytest.mark.parametrize("impl", ["threefry2x32", "rbg"])
-@pytest.mark.parametrize("shape", [(16, 32), SHAPE])
+@pytest.mark.parametrize("shape", [(16, 32), SHAPE, (7,), ()])
 def test_gradient_is_the_mask_times_the_scale(impl, shape):
   # The backward unpacks a bit-packed copy of the forward's mask (padded for odd sizes).
   x = jax.random.normal(jax.random.key(0), shape)
@@ -72,9 +73,9 @@ def test_gradient_is_the_mask_times_the_scale(impl, shape):
 def test_backward_keeps_one_bit_per_element(capsys):
   x = jnp.ones(SHAPE)
   jax.ad_checkpoint.print_saved_residuals(lambda x: dropout(jax.random.key(0), x, 0.1), x)
-  words = -(-x.size // 2)
+  chunk = -(-(x.size // SHAPE[-1]) // 8)  # 8 rows of x per packed row
   lines = capsys.readouterr().out.strip().splitlines()
-  assert len(lines) == 1 and re.match(rf"u(int)?8\[2,{-(-words // 8)}\]", lines[0]), lines
+  assert len(lines) == 1 and re.match(rf"u(int)?8\[{chunk},{SHAPE[-1]}\]", lines[0]), lines
 
 
 def test_module_is_flax_dropout_interface():

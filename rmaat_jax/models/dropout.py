@@ -19,9 +19,10 @@ training step (2 segments, batch 2) in ~199 ms the flax way and ~65 ms this way 
 vs ~144 ms); on a GPU the bits buffer is half as large.
 The masks are a function of the key alone, so AMRB's replay redraws the same ones.
 
-The backward pass keeps each mask packed, one bit per element (`_pack`): an eighth
-of the boolean mask autodiff would keep, a sixteenth of the random words XLA otherwise keeps
-to recompute it. Under BPTT that is stored for every segment and layer.
+The backward pass keeps each mask packed, one bit per element: an eighth of the boolean
+mask autodiff would keep, a sixteenth of the random words XLA otherwise keeps to recompute
+it. Under BPTT that is stored for every segment and layer. (Which random bits decide which
+element: the layout note below `dropout`.)
 """
 
 from __future__ import annotations
@@ -39,19 +40,16 @@ from rmaat_jax.models.config import MAX_DROPOUT_RATE
 
 Array = jax.Array
 BITS = 16
-_BIT_INDEX = np.arange(8, dtype=np.uint8)[:, None]  # bit k of a packed byte
+_BIT = (1 << np.arange(8, dtype=np.uint8))[:, None, None]  # bit k of a packed byte
+_HALF_SHIFT = np.array([0, BITS], np.uint32)[:, None, None, None]
 
 
-def _keep_rows(key: Array, words: int, threshold: int) -> Array:
-  """[2, words] boolean: row 0 compares the low 16 bits of each random word with
-  threshold, row 1 the high 16 bits."""
+def _random_words(key: Array, count: int) -> Array:
+  """`count` random uint32 words from a threefry or rbg key."""
   if str(jax.random.key_impl(key)) == "threefry2x32":
     data = jax.random.key_data(key)
-    bits = threefry_2x32((data[0], data[1]), lax.iota(jnp.uint32, words))
-  else:
-    bits = jax.random.bits(key, (words,), jnp.uint32)
-  shifts = jnp.array([[0], [BITS]], jnp.uint32)
-  return ((bits[None, :] >> shifts) & jnp.uint32(0xFFFF)) >= jnp.uint32(threshold)
+    return threefry_2x32((data[0], data[1]), lax.iota(jnp.uint32, count))
+  return jax.random.bits(key, (count,), jnp.uint32)
 
 
 def _threshold(rate: float) -> int:
@@ -78,58 +76,47 @@ def dropout(key: Array, x: Array, rate: float) -> Array:
   return _dropout(key, x, threshold)
 
 
-# Element i of the flattened x is decided by the low half of random word i, element
-# words + i by its high half: x is viewed as [2, words] (a bitcast), so that the mask and
-# the select fuse into one vectorised loop with whatever produced x. (Concatenating the two
-# halves' masks instead kept XLA's CPU backend from vectorising that loop: GELU + dropout
-# of the Retrieval config's [8, 516, 512] MLP activation took 13 ms instead of 4, forward
-# and backward 20 instead of 4.6.)
+# Layout. x is viewed as [rows, F] (F its last axis), rows padded to 8 * chunk. Decision
+# (k, r, f) for row k * chunk + r, k = 0..7, compares 16 bits of random word (k % 4, r, f):
+# its low half for k < 4, its high half otherwise. The backward keeps the mask packed, bit
+# k of byte (r, f). Every index map keeps the last axis whole, so the comparison, the
+# select, the packing and the unpacking each fuse into one vectorised loop with their
+# neighbours (the GELU, its backward). Two layouts that do not were 3-12x slower on XLA's
+# CPU backend: concatenating the two halves' masks over the flattened tensor, and packing
+# over a split of the flattened tensor (docs/method.md 5.1).
 
-def _as_rows(x: Array) -> Array:
-  """x flattened (and padded by one element if its size is odd) as [2, words]."""
-  flat = x.reshape(-1)
-  if flat.size % 2:
-    flat = jnp.pad(flat, (0, 1))
-  return flat.reshape(2, -1)
+def _decisions(key: Array, chunk: int, features: int, threshold: int) -> Array:
+  """[8, chunk, features] boolean keep mask."""
+  words = _random_words(key, 4 * chunk * features).reshape(1, 4, chunk, features)
+  halves = (words >> _HALF_SHIFT) & jnp.uint32(0xFFFF)  # [2, 4, chunk, features]
+  return (halves >= jnp.uint32(threshold)).reshape(8, chunk, features)
 
 
-def _from_rows(rows: Array, like: Array) -> Array:
-  return rows.reshape(-1)[:like.size].reshape(like.shape)
+def _rows(x: Array) -> tuple[int, int, int]:
+  """(rows, chunk = ceil(rows / 8), features) of x viewed as [rows, features]."""
+  features = x.shape[-1] if x.ndim else 1
+  rows = x.size // max(features, 1)
+  return rows, -(-rows // 8), features
 
 
 def _scale(threshold: int, dtype) -> Array:
   return jnp.asarray(2 ** BITS / (2 ** BITS - threshold), dtype)
 
 
-def _pack(keep: Array) -> Array:
-  """[2, words] bool -> [2, ceil(words / 8)] uint8: bit k of byte j holds element
-  k * ceil(words / 8) + j of its row (a reduction over a leading axis, which vectorises,
-  rather than over groups of 8 neighbours as `jnp.packbits`)."""
-  chunk = -(-keep.shape[1] // 8)
-  keep = jnp.pad(keep, ((0, 0), (0, 8 * chunk - keep.shape[1])))
-  bits = keep.reshape(2, 8, chunk).astype(jnp.uint8) << _BIT_INDEX
-  return jnp.sum(bits, axis=1, dtype=jnp.uint8)  # the bits are disjoint: sum = or
-
-
-def _unpack(packed: Array, words: int) -> Array:
-  bits = (packed[:, None, :] >> _BIT_INDEX) & jnp.uint8(1)
-  return bits.reshape(2, -1)[:, :words].astype(bool)
-
-
 def _dropout_fwd(key: Array, x: Array, threshold: int) -> tuple[Array, Array]:
-  rows = _as_rows(x)
-  keep = _keep_rows(key, rows.shape[1], threshold)
-  out = jnp.where(keep, rows * _scale(threshold, x.dtype), jnp.zeros((), x.dtype))
-  # The backward keeps the mask packed 8 decisions to a byte. Left to itself XLA keeps the
-  # random words instead (2 bytes per element) and recomputes the comparison.
-  return _from_rows(out, x), _pack(keep)
+  rows, chunk, features = _rows(x)
+  keep = _decisions(key, chunk, features, threshold)
+  keep_x = keep.reshape(8 * chunk, features)[:rows].reshape(x.shape)
+  out = jnp.where(keep_x, x * _scale(threshold, x.dtype), jnp.zeros((), x.dtype))
+  # Left to autodiff, XLA keeps a boolean per element or the random words (2 bytes).
+  packed = jnp.sum(jnp.where(keep, _BIT, jnp.uint8(0)), axis=0, dtype=jnp.uint8)
+  return out, packed  # the bits are disjoint: the sum is their or
 
 
 def _dropout_bwd(threshold: int, packed: Array, g: Array) -> tuple[None, Array]:
-  rows = _as_rows(g)
-  keep = _unpack(packed, rows.shape[1])
-  dx = jnp.where(keep, rows * _scale(threshold, g.dtype), jnp.zeros((), g.dtype))
-  return None, _from_rows(dx, g)
+  rows, chunk, features = _rows(g)
+  keep = ((packed[None] & _BIT) != 0).reshape(8 * chunk, features)[:rows].reshape(g.shape)
+  return None, jnp.where(keep, g * _scale(threshold, g.dtype), jnp.zeros((), g.dtype))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
