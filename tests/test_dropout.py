@@ -7,6 +7,7 @@ import jax.ad_checkpoint
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.extend.random import threefry_2x32
 
 from rmaat_jax.models.dropout import Dropout, dropout, realised_rate
 
@@ -30,6 +31,31 @@ def test_rate_and_scale(impl, rate):
   chunk = -(-rows.shape[0] // 8)
   for part in (rows[: 4 * chunk], rows[4 * chunk:]):
     assert abs(np.mean(part) - p) < 5 * np.sqrt(p * (1 - p) / part.size)
+
+
+@pytest.mark.parametrize("shape", [(16, 24, 8), (3, 5, 7)])  # rows 384 (8 | rows) and 15
+def test_which_bits_decide_which_element(shape):
+  # Row k * chunk + r of the [rows, F] view compares 16 bits of word (k % 4, r, f): the low
+  # half for k < 4. With 8 | rows that is the flattened layout "element e < n/2 takes the
+  # low half of word e, element n/2 + e its high half" (the masks before the row layout).
+  key = jax.random.key(7)
+  rows, features = int(np.prod(shape[:-1])), shape[-1]
+  chunk = -(-rows // 8)
+  # The counter's length matters: the hash pairs counter i with i + length / 2.
+  words = np.asarray(threefry_2x32(tuple(jax.random.key_data(key)),
+                                   np.arange(4 * chunk * features, dtype=np.uint32)))
+  k, r = np.divmod(np.arange(rows), chunk)
+  word = words[((k % 4) * chunk + r)[:, None] * features + np.arange(features)]
+  half = np.where((k >= 4)[:, None], word >> 16, word & 0xFFFF)
+  expected = half >= round(0.3 * 2 ** 16)
+  kept = np.asarray(dropout(key, jnp.ones(shape), 0.3)).reshape(rows, features) != 0
+  np.testing.assert_array_equal(kept, expected)
+  if rows % 8 == 0:
+    n = rows * features
+    flat = np.arange(n)
+    w = words[flat % (n // 2)]
+    np.testing.assert_array_equal(
+        kept.reshape(-1), np.where(flat < n // 2, w & 0xFFFF, w >> 16) >= round(0.3 * 2 ** 16))
 
 
 def test_realised_rate_is_close():
