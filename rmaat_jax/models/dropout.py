@@ -17,12 +17,14 @@ resolution, so here each element gets 16 random bits, compared with an integer t
 One core of the 2-core CPU machine draws the 12.6 M masked elements of a Text-config
 training step (2 segments, batch 2) in ~199 ms the flax way and ~65 ms this way (rbg: ~245
 vs ~144 ms); on a GPU the bits buffer is half as large.
-The masks are a function of the key alone, so AMRB's replay redraws the same ones.
+The masks are a function of the key and the shape, so AMRB's replay redraws the same ones.
 
 The backward pass keeps each mask packed, one bit per element: an eighth of the boolean
 mask autodiff would keep, a sixteenth of the random words XLA otherwise keeps to recompute
 it. Under BPTT that is stored for every segment and layer. (Which random bits decide which
-element: the layout note below `dropout`.)
+element: the layout note below `dropout`. Rows are padded to a multiple of 8, so a tensor
+with few rows, e.g. 1-D, draws and keeps up to 8x that; the model's are [B, M + S, d].)
+`dropout` is a `jax.custom_vjp`: reverse mode only (jvp, jacfwd and linearize raise).
 """
 
 from __future__ import annotations
