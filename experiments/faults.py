@@ -115,17 +115,26 @@ def results_without_resume(workdir):
 
 
 def error_lines(stderr: str, prefix: str = "error:") -> list[str]:
-  # orbax's background threads may print a traceback ("RuntimeError: Event loop is closed")
-  # into the middle of our line under load: seen as "    warning: checkpoint ..." and
-  # "RuntimeErrorwarning: checkpoint ...". Such a fragment before the prefix is dropped.
-  pattern = re.compile(rf"^\s*(?:\w*(?:Error|Exception))?\s*({re.escape(prefix)}.*)$")
-  return [m.group(1) for m in map(pattern.match, stderr.splitlines()) if m]
+  """Our `error:` / `warning:` lines in a run's stderr, from the prefix on.
+
+  orbax's background threads print tracebacks ("RuntimeError: Event loop is closed") while
+  we write; a fragment of one can end up just before our line (seen: "    warning: ...",
+  "RuntimeErrorwarning: ...", "Event loop is closedwarning: ..."). So the prefix may start
+  anywhere in a line; absl's log lines ("W1204 12:00:00.0 ... file.py:53] ...") are not ours.
+  """
+  lines = []
+  for line in stderr.splitlines():
+    start = line.find(prefix)
+    if start >= 0 and not _ABSL_LINE.match(line):
+      lines.append(line[start:])
+  return lines
 
 
 # --- faults ------------------------------------------------------------------------------
 
 # orbax writes a step into `<step>.orbax-checkpoint-tmp-<timestamp>` and renames it when done
 # (orbax.checkpoint._src.path.atomicity_types.TMP_DIR_SUFFIX).
+_ABSL_LINE = re.compile(r"\s*[IWEF]\d{4} \d\d:\d\d:\d\d")
 TMP_MARKER = ".orbax-checkpoint-tmp"
 CORRUPTIONS = ("truncate_array_data", "garbage_array_data", "garbage_meta",
                "delete_array_index", "delete_data_state", "empty_step_dir")

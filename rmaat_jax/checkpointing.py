@@ -51,7 +51,9 @@ class Preempted(SystemExit):
 def report(message: str) -> None:
   """A problem the user should see even when logs go to a file: log it, and one stderr line."""
   logging.warning(message)
-  print(f"warning: {message}", file=sys.stderr, flush=True)
+  # One write, so that another thread's output (orbax's) cannot land inside the line.
+  sys.stderr.write(f"warning: {message}\n")
+  sys.stderr.flush()
 
 
 @jax.jit
