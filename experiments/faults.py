@@ -114,6 +114,9 @@ def results_without_resume(workdir):
   return {k: v for k, v in results.items() if k != "resumed_from_step"}, results
 
 
+_ABSL_LINE = re.compile(r"\s*[IWEF]\d{4} \d\d:\d\d:\d\d")  # absl's log lines
+
+
 def error_lines(stderr: str, prefix: str = "error:") -> list[str]:
   """Our `error:` / `warning:` lines in a run's stderr, from the prefix on.
 
@@ -134,7 +137,6 @@ def error_lines(stderr: str, prefix: str = "error:") -> list[str]:
 
 # orbax writes a step into `<step>.orbax-checkpoint-tmp-<timestamp>` and renames it when done
 # (orbax.checkpoint._src.path.atomicity_types.TMP_DIR_SUFFIX).
-_ABSL_LINE = re.compile(r"\s*[IWEF]\d{4} \d\d:\d\d:\d\d")
 TMP_MARKER = ".orbax-checkpoint-tmp"
 CORRUPTIONS = ("truncate_array_data", "garbage_array_data", "garbage_meta",
                "delete_array_index", "delete_data_state", "empty_step_dir")

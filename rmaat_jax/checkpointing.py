@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
 from typing import Any
 
@@ -29,6 +28,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
+from rmaat_jax import console
 from rmaat_jax.errors import UserError
 
 PREEMPTED_EXIT_STATUS = 143  # 128 + SIGTERM: what a shell reports for a job ended by SIGTERM
@@ -51,9 +51,7 @@ class Preempted(SystemExit):
 def report(message: str) -> None:
   """A problem the user should see even when logs go to a file: log it, and one stderr line."""
   logging.warning(message)
-  # One write, so that another thread's output (orbax's) cannot land inside the line.
-  sys.stderr.write(f"warning: {message}\n")
-  sys.stderr.flush()
+  console.user_line("warning", message)
 
 
 @jax.jit

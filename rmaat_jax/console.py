@@ -44,6 +44,13 @@ def configure(verbosity: int) -> None:
   warnings.filterwarnings("default", module=r"(rmaat_jax|configs|experiments)(\.|$)")
 
 
+def user_line(kind: str, message: str) -> None:
+  """Prints `<kind>: <message>` (kind "error" or "warning") on stderr in one write, so that
+  output of another thread (orbax's background tracebacks) cannot land inside the line."""
+  sys.stderr.write(f"{kind}: {message}\n")
+  sys.stderr.flush()
+
+
 def quiet() -> bool:
   """True unless --verbosity >= 1: data preparation then hides TFDS's progress output."""
   return _quiet

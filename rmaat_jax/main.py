@@ -55,7 +55,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     rest = FLAGS(argv)
     FLAGS.config.keys()  # ml_collections loads lazily: surface a broken config file now
   except Exception as e:  # absl's, ml_collections' and the config file's own errors
-    print(f"error: {_flag_error_message(e, argv)}", file=sys.stderr)
+    console.user_line("error", _flag_error_message(e, argv))
     sys.exit(2)
   return rest
 
@@ -136,7 +136,7 @@ def main(argv):
     else:
       results = train.train_and_evaluate(config, FLAGS.workdir)
   except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
+    console.user_line("error", str(e))
     sys.exit(2)
   logging.info("Results: %s", results)
 
