@@ -30,9 +30,20 @@ def get_config() -> ml_collections.ConfigDict:
   model.position_scale = 2.0
   model.alpha = 0.25
   model.hebbian_sigmoid = False
+  # Encoder block: "post_ln" (Y = LN(X + Attn(X)), Z = LN(Y + FFN(Y)); the layout of the
+  # paper's predecessor) | "pre_ln" (Y = X + Attn(LN(X)), Z = Y + FFN(LN(Y))). The paper does
+  # not say which it uses; docs/method.md section 2 and the memory benchmark compare them.
+  model.block_layout = "post_ln"
   # "paper" (segment t = STP cycle t) | "stretched" (T segments over 6 cycles) |
-  # "streaming" (unnormalised, T not needed in advance) | "none"
+  # "streaming" (unnormalised, T not needed in advance) | "none" (RF = 1) | "reset" (every
+  # segment starts from the learned initial memory: a control in which nothing crosses
+  # segments)
   model.retention = "paper"
+  # A diagnostic, not a training choice: "exact" (the default) backpropagates through the
+  # retention factors of model.retention; a mode name makes the backward scale dL/dmem by
+  # that mode's factors instead, so the gradient is no longer the loss's (the memory
+  # benchmark uses it to find out why "paper" loses the memory: docs/method.md 4.3).
+  model.retention_backward = "exact"
   model.backprop = "amrb"  # "amrb" | "remat" | "bptt"
   # AMRB's replay of a segment: "block" (one block at a time: one layer's activations live,
   # one extra forward of L - 1 blocks) | "segment" (the paper's: all layers' at once)
@@ -77,6 +88,15 @@ def get_config() -> ml_collections.ConfigDict:
   data.generate_seed = 0
   data.generate_workers = 1  # Pathfinder generator processes
   data.pathfinder_difficulty = "hard"  # generated Pathfinder: easy | intermediate | hard
+  # The recall task (data.dataset="recall", always generated; docs/data.md section 6): T
+  # segments of S tokens, num_pairs key -> value pairs in segment 1, the query at the end.
+  # model.num_segments must equal recall.num_segments.
+  data.recall = recall = ml_collections.ConfigDict()
+  recall.num_segments = 4
+  recall.segment_len = 64
+  recall.num_pairs = 1
+  recall.num_keys = 16
+  recall.num_values = 10  # the classes: chance = 1 / num_values
   data.num_workers = 0  # grain worker processes (0: read in the main process)
 
   # Multi-host training: enabled=True calls jax.distributed.initialize() (no address:

@@ -56,7 +56,7 @@ class SegmentEncoder(nn.Module):
     for layer in range(cfg.num_layers):
       self.add_module(f"block_{layer}", EncoderBlock(
           cfg.emb_dim, cfg.num_heads, cfg.mlp_dim, cfg.dropout_rate, cfg.attention,
-          cfg.alpha, cfg.hebbian_sigmoid))
+          cfg.alpha, cfg.hebbian_sigmoid, cfg.block_layout))
 
   def embed(self, mem: Tensor, tokens: Tensor) -> Tensor:
     """The first block's input [B, M + S, d]: memory, then token + position embeddings."""
@@ -128,6 +128,9 @@ class RMAATTorch(nn.Module):
     self.head_hidden = Dense((head_in,), (cfg.emb_dim,))
     self.head_out = Dense((cfg.emb_dim,), (cfg.num_classes,))
     # RF(t, T): constants from the same numpy code the JAX model uses (no gradient).
+    if cfg.retention == "reset":
+      raise NotImplementedError("the PyTorch port has no model.retention='reset' (the JAX "
+                                "model's memory-cutting control); use another retention")
     self.rf = retention_factors(cfg.num_segments, cfg.retention)
 
   def _tokens(self, tokens: Tensor | np.ndarray) -> Tensor:

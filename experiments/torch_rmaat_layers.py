@@ -171,12 +171,15 @@ class MultiHeadAttention(nn.Module):
 
 
 class EncoderBlock(nn.Module):
-  """Post-LN block: Y = LN(X + Drop(Attn(X))); Z = LN(Y + Drop(FFN(Y)))."""
+  """The JAX EncoderBlock: "post_ln" Y = LN(X + Drop(Attn(X))), Z = LN(Y + Drop(FFN(Y)));
+  "pre_ln" Y = X + Drop(Attn(LN(X))), Z = Y + Drop(FFN(LN(Y))). Same parameters."""
 
   def __init__(self, dim: int, num_heads: int, mlp_dim: int, dropout_rate: float,
-               attention: str, alpha: float, hebbian_sigmoid: bool):
+               attention: str, alpha: float, hebbian_sigmoid: bool, layout: str = "post_ln"):
     super().__init__()
-    self.rate = dropout_rate
+    if layout not in ("post_ln", "pre_ln"):
+      raise ValueError(f"unknown block layout {layout!r}; use 'post_ln' or 'pre_ln'")
+    self.rate, self.pre_ln = dropout_rate, layout == "pre_ln"
     self.attention = MultiHeadAttention(dim, num_heads, attention, alpha, hebbian_sigmoid)
     self.ln_attention = LayerNorm(dim)
     self.mlp_in = Dense((dim,), (mlp_dim,))
@@ -185,11 +188,13 @@ class EncoderBlock(nn.Module):
 
   def forward(self, x: Tensor, key_mask: Tensor | None, r: Tensor | None,
               generator: torch.Generator | None) -> Tensor:
-    attn = self.attention(x, key_mask, r)
-    y = self.ln_attention(x + dropout(attn, self.rate, generator))
-    h = gelu(self.mlp_in(y))
-    h = self.mlp_out(dropout(h, self.rate, generator))
-    return self.ln_mlp(y + dropout(h, self.rate, generator))
+    pre = self.pre_ln
+    attn = self.attention(self.ln_attention(x) if pre else x, key_mask, r)
+    y = x + dropout(attn, self.rate, generator)
+    y = y if pre else self.ln_attention(y)
+    h = gelu(self.mlp_in(self.ln_mlp(y) if pre else y))
+    z = y + dropout(self.mlp_out(dropout(h, self.rate, generator)), self.rate, generator)
+    return z if pre else self.ln_mlp(z)
 
 
 class AstroPositions(nn.Module):

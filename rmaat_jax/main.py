@@ -40,6 +40,11 @@ def _config_help() -> str:
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events, results.")
 flags.DEFINE_bool("eval_only", False, "Only evaluate the best checkpoint in --workdir.")
+flags.DEFINE_bool("eval_other_length", False,
+                  "With --eval_only: the config may read more or fewer segments (of the "
+                  "trained segment length) than the run was trained on, e.g. "
+                  "--config.model.num_segments=64 (recall: also "
+                  "--config.data.recall.num_segments=64); writes eval_results_T<N>.json.")
 config_flags.DEFINE_config_file("config", None, _config_help(), lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -131,8 +136,11 @@ def main(argv):
                  config.data.dataset, model.attention, model.backprop, model.num_layers,
                  model.emb_dim, model.num_segments, config.train.num_steps, FLAGS.workdir,
                  _devices(jax))
+    if FLAGS.eval_other_length and not FLAGS.eval_only:
+      raise UserError("--eval_other_length only applies with --eval_only (training always "
+                      "uses the workdir's length)")
     if FLAGS.eval_only:
-      results = train.evaluate_workdir(config, FLAGS.workdir)
+      results = train.evaluate_workdir(config, FLAGS.workdir, FLAGS.eval_other_length)
     else:
       results = train.train_and_evaluate(config, FLAGS.workdir)
   except UserError as e:

@@ -352,9 +352,15 @@ def _setup(config: ml_collections.ConfigDict) -> _Setup:
   return _Setup(model, datasets, create_state(config, model, example, tx), schedule)
 
 
-def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Eval-only mode: test accuracy of the best checkpoint in `workdir`."""
-  workdir_config.check_workdir(config, workdir, eval_only=True)
+def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
+                     other_length: bool = False) -> dict[str, Any]:
+  """Eval-only mode: test accuracy of the best checkpoint in `workdir`.
+
+  Writes workdir/eval_results.json. `other_length`: the config may read more or fewer
+  segments (of the trained segment length) than the checkpoints were trained on
+  (workdir_config.LENGTH_FIELDS); the results then go to eval_results_T<segments>.json.
+  """
+  workdir_config.check_workdir(config, workdir, eval_only=True, other_length=other_length)
   setup = _setup(config)
   ckpt = Checkpoints(workdir, read_only=True)
   try:
@@ -362,6 +368,11 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[st
                                        jax.device_get(setup.state), ckpt)
   finally:
     ckpt.close()
+  results.update(num_segments=int(config.model.num_segments),
+                 seq_len=int(setup.datasets.info.seq_len),
+                 num_test_examples=int(setup.datasets.info.num_examples["test"]))
+  name = (f"eval_results_T{config.model.num_segments}.json" if other_length
+          else "eval_results.json")
   if jax.process_index() == 0:
-    _write_json(os.path.join(workdir, "eval_results.json"), results)
+    _write_json(os.path.join(workdir, name), results)
   return results

@@ -9,6 +9,8 @@ the pipeline), Pathfinder and Fashion-MNIST store 1024 pixel values.
 Builder configs keep sources apart: "lra" reads LRA's release files; "generated_..."
 (ListOps, Pathfinder) reads files our generators wrote, the config name carrying the
 generator's parameters so that two different generated sets never share a prepared copy.
+The recall task (MemoryRecall) has no files: its builder draws the examples itself, and the
+prepared copy is the cache.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
-from rmaat_jax.data import listops, pathfinder, preprocess
+from rmaat_jax.data import listops, pathfinder, preprocess, recall
 from rmaat_jax.errors import DataFormatError, DataMissingError
 
 LRA_RELEASE = "https://github.com/google-research/long-range-arena (lra_release.gz)"
@@ -257,3 +259,48 @@ def read_idx(path: pathlib.Path) -> np.ndarray:
   if body.size != int(np.prod(shape)):
     raise DataFormatError(f"{path}: header says {shape} but holds {body.size} bytes")
   return body.reshape(shape)
+
+
+@dataclasses.dataclass(eq=False)
+class RecallConfig(tfds.core.BuilderConfig):
+  """One recall dataset: the task's parameters, split sizes and seed (the name says all)."""
+
+  spec: recall.RecallSpec = dataclasses.field(default_factory=recall.RecallSpec)
+  split_sizes: tuple[int, int, int] = (20_000, 1_000, 1_000)
+  seed: int = 0
+
+  @classmethod
+  def of(cls, spec: recall.RecallSpec, split_sizes: tuple[int, int, int],
+         seed: int) -> RecallConfig:
+    name = (f"T{spec.num_segments}_S{spec.segment_len}_p{spec.num_pairs}_k{spec.num_keys}"
+            f"_v{spec.num_values}_{'_'.join(map(str, split_sizes))}_seed{seed}")
+    return cls(name=name, spec=spec, split_sizes=tuple(split_sizes), seed=seed)
+
+
+class MemoryRecall(tfds.core.GeneratorBasedBuilder):
+  """Associative recall across segments (rmaat_jax.data.recall), drawn by the builder."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  # TFDS wants one listed config; the pipeline always passes its own (RecallConfig.of), whose
+  # names (T4_S64_...) never collide with this one's.
+  BUILDER_CONFIGS = [RecallConfig(name="defaults", description="RecallSpec() defaults")]
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    spec = self.builder_config.spec
+    return self.dataset_info_from_configs(
+        description=f"Recall: {spec.num_pairs} key -> value pair(s) in segment 1 of "
+                    f"{spec.num_segments} x {spec.segment_len} tokens, query in the last",
+        features=tfds.features.FeaturesDict({
+            "inputs": tfds.features.Tensor(shape=(spec.seq_len,), dtype=np.int32),
+            "targets": tfds.features.ClassLabel(num_classes=spec.num_values)}),
+        supervised_keys=("inputs", "targets"))
+
+  def _split_generators(self, dl_manager):
+    config = self.builder_config
+    splits = recall.generate_splits(config.spec, config.split_sizes, config.seed)
+    return {name: self._generate_examples(*splits[name]) for name in recall.SPLITS}
+
+  def _generate_examples(self, tokens: np.ndarray, labels: np.ndarray
+                         ) -> Iterator[tuple[int, dict]]:
+    for i, (row, label) in enumerate(zip(tokens, labels, strict=True)):
+      yield i, {"inputs": row.astype(np.int32), "targets": int(label)}

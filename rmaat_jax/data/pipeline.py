@@ -39,7 +39,7 @@ from rmaat_jax.data.batching import (
     RecordKeys,
     ToModelInputs,
 )
-from rmaat_jax.data.tasks import TASKS, Task, get_task, model_facts
+from rmaat_jax.data.tasks import TASKS, Task, get_task, model_facts, recall_spec, resolve_task
 from rmaat_jax.errors import DataMissingError
 
 __all__ = ["DataInfo", "Datasets", "DataMissingError", "TASKS", "get_datasets"]
@@ -164,9 +164,23 @@ def _download_catalog(builder, task: Task, name: str, data_dir: pathlib.Path) ->
     raise failure(f"{type(e).__name__}: {text[0][:200] if text else ''}") from e
 
 
+def _recall_builder(data_config) -> tuple[tfds.core.DatasetBuilder, str]:
+  """The recall task's builder, drawing and preparing its splits on first use."""
+  config = builders.RecallConfig.of(recall_spec(data_config),
+                                    tuple(int(n) for n in data_config.generate_sizes),
+                                    int(data_config.generate_seed))
+  builder = builders.MemoryRecall(config=config, data_dir=str(_data_dir(data_config)),
+                                  file_format="array_record")
+  if not builder.is_prepared():
+    _download_and_prepare(builder)
+  return builder, f"GENERATED recall ({config.name}, rmaat_jax.data.recall)"
+
+
 def prepare_builder(name: str, data_config) -> tuple[tfds.core.DatasetBuilder, str]:
   """Returns a prepared ArrayRecord builder for dataset `name` and a source description."""
   task = get_task(name)
+  if task.generator == "recall":
+    return _recall_builder(data_config)
   data_dir = _data_dir(data_config)
   if task.catalog:
     builder = tfds.builder(task.catalog, data_dir=str(data_dir), file_format="array_record")
@@ -225,7 +239,7 @@ def get_datasets(config, *, process_index: int = 0, process_count: int = 1,
   others look, so that processes sharing a data_dir never write the same files.
   """
   data_config, name = config.data, config.data.dataset
-  task = get_task(name)
+  task = resolve_task(data_config)
   seq_len = model_facts(config)["seq_len"]
   batch_size = int(config.train.batch_size)
   if barrier is not None and process_index > 0:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from rmaat_jax.data import listops, pathfinder, preprocess
+from rmaat_jax.data import listops, pathfinder, preprocess, recall
 from rmaat_jax.errors import ConfigError
 
 __all__ = ["MODEL_FACTS", "TASKS", "Task", "check_data_config", "get_task", "model_config",
-           "model_facts"]
+           "model_facts", "recall_spec", "resolve_task"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +30,7 @@ class Task:
   builder: str = ""  # class name in rmaat_jax.data.builders (resolved by the pipeline)
   seq_len: int = 0  # tokens per example the model reads (model.seq_len=0 takes this)
   fixed_length: bool = False  # pixel tasks: exactly seq_len tokens, no other length
-  generator: str = ""  # "listops" | "pathfinder" when data.generate may be used
+  generator: str = ""  # "listops" | "pathfinder" | "recall" when data.generate may be used
   download_url: str = ""  # catalog datasets: checked before TFDS downloads (fails fast)
   offline: str = ""  # what to do without internet (catalog datasets)
 
@@ -64,6 +64,12 @@ TASKS: dict[str, Task] = {
     "pathfinder": Task("LRA Pathfinder-32 (hard)", ("train", "validation", "test"), "tokens",
                        preprocess.PIXEL_VOCAB_SIZE, 2, -1, builder="LraPathfinder32",
                        seq_len=1024, fixed_length=True, generator="pathfinder"),
+    # Vocabulary, classes and length follow data.recall (resolve_task); these are the
+    # defaults' (RecallSpec()).
+    "recall": Task("Memory recall (generated key -> value pairs, query in the last segment)",
+                   ("train", "validation", "test"), "tokens", recall.RecallSpec().vocab_size,
+                   recall.RecallSpec().num_values, recall.PAD_ID, builder="MemoryRecall",
+                   seq_len=recall.RecallSpec().seq_len, fixed_length=True, generator="recall"),
 }
 
 
@@ -71,6 +77,23 @@ def get_task(name: str) -> Task:
   if name not in TASKS:
     raise ConfigError(f"data.dataset={name!r}: unknown dataset; use one of {sorted(TASKS)}")
   return TASKS[name]
+
+
+def recall_spec(data_config) -> recall.RecallSpec:
+  """The recall task's parameters from `data.recall`."""
+  return recall.RecallSpec(**{f.name: data_config.recall[f.name]
+                              for f in dataclasses.fields(recall.RecallSpec)})
+
+
+def resolve_task(data_config) -> Task:
+  """`data.dataset`'s Task with what the data config decides filled in (the recall task's
+  vocabulary, classes and length come from data.recall)."""
+  task = get_task(data_config.dataset)
+  if task.generator != "recall":
+    return task
+  spec = recall_spec(data_config)
+  return dataclasses.replace(task, vocab_size=spec.vocab_size, num_classes=spec.num_values,
+                             seq_len=spec.seq_len)
 
 
 # What the data fixes about the model. The task configs hold only choices (size, segments,
@@ -84,7 +107,7 @@ def model_facts(config) -> dict[str, Any]:
   seq_len: `model.seq_len` where set (> 0: pad or truncate text-like inputs to it), else the
   task's length (ListOps and Text/Retrieval padded to 2048 / 4096, pixels 1024).
   """
-  task = get_task(config.data.dataset)
+  task = resolve_task(config.data)
   return dict(vocab_size=task.vocab_size, num_classes=task.num_classes, pad_id=task.pad_id,
               dual_encoder=task.kind == "pair", seq_len=config.model.seq_len or task.seq_len)
 
@@ -110,7 +133,10 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
 def check_data_config(config) -> None:
   """Every `data.*` value, and that the model can read the data; before any file is read."""
   data_config, name = config.data, config.data.dataset
-  task = get_task(name)
+  get_task(name)
+  if name == "recall":
+    _check_recall(config)
+  task = resolve_task(data_config)
   seq_len = config.model.seq_len
   if task.fixed_length and seq_len not in (0, task.seq_len):
     raise ConfigError(f"model.seq_len={seq_len}: {name} has exactly {task.seq_len} tokens "
@@ -120,8 +146,11 @@ def check_data_config(config) -> None:
     if not isinstance(data_config[field], bool):
       raise ConfigError(f"data.{field}={data_config[field]!r}: must be True or False")
   if data_config.generate and not task.generator:
-    raise ConfigError(f"data.generate=True: {name} cannot be generated (only listops and "
-                      "pathfinder can); set data.generate=False")
+    raise ConfigError(f"data.generate=True: {name} cannot be generated (only listops, "
+                      "pathfinder and recall can); set data.generate=False")
+  if not data_config.generate and task.generator == "recall":
+    raise ConfigError("data.generate=False: recall has no files to read, it is always "
+                      "generated; set data.generate=True")
   sizes = data_config.generate_sizes
   if (not isinstance(sizes, (tuple, list)) or len(sizes) != 3
       or any(isinstance(n, bool) or not isinstance(n, int) or n <= 0 for n in sizes)):
@@ -134,3 +163,18 @@ def check_data_config(config) -> None:
   if difficulty not in PATHFINDER_DIFFICULTIES:
     raise ConfigError(f"data.pathfinder_difficulty={difficulty!r}: use one of "
                       f"{PATHFINDER_DIFFICULTIES}")
+
+
+def _check_recall(config) -> None:
+  """data.recall.* describe a dataset, and the model reads it in its own segments."""
+  problems = recall_spec(config.data).problems()
+  if problems:
+    field, why = problems[0]
+    raise ConfigError(f"data.recall.{field}={config.data.recall[field]!r}: {why}")
+  segments, model_segments = config.data.recall.num_segments, config.model.num_segments
+  if model_segments != segments:
+    raise ConfigError(
+        f"model.num_segments={model_segments} does not match data.recall.num_segments="
+        f"{segments}: the recall data has {segments} segments of "
+        f"{config.data.recall.segment_len} tokens and the model must read them as such; "
+        f"set both to the same value (e.g. --config.model.num_segments={segments})")

@@ -1,7 +1,7 @@
 """Attention for one segment: astromorphic (STP) linear attention and the two baselines.
 
 Functional cores (pure, batched over [B, H, N, .]) plus the multi-head Flax module and the
-post-LN encoder block. The astro core follows docs/method.md section 2:
+encoder block (post-LN or pre-LN). The astro core follows docs/method.md section 2:
 
   out_i = sum_t [phi(q_i).phi(k_t) + phi(q_i).phi(r_t)] v_t
           / (m * phi(q_i) . (sum_t phi(k_t)) ** alpha)
@@ -145,8 +145,17 @@ class MultiHeadAttention(nn.Module):
     return nn.DenseGeneral(d, axis=(-2, -1), name="out")(out)
 
 
+BLOCK_LAYOUTS = ("post_ln", "pre_ln")
+
+
 class EncoderBlock(nn.Module):
-  """Post-LN block: Y = LN(X + Drop(Attn(X))); Z = LN(Y + Drop(FFN(Y)))."""
+  """One encoder block; `layout` says where the two LayerNorms sit (same parameters):
+
+  - "post_ln": Y = LN(X + Drop(Attn(X))); Z = LN(Y + Drop(FFN(Y))). Every block output is
+    normalised, so the memory rows leave a segment at unit scale.
+  - "pre_ln":  Y = X + Drop(Attn(LN(X))); Z = Y + Drop(FFN(LN(Y))). The residual stream,
+    memory rows included, passes unnormalised (the head normalises what it pools).
+  """
 
   num_heads: int
   mlp_dim: int
@@ -154,14 +163,21 @@ class EncoderBlock(nn.Module):
   attention: str = "astro"
   alpha: float = 0.25
   hebbian_sigmoid: bool = False
+  layout: str = "post_ln"
 
   @nn.compact
   def __call__(self, x: Array, key_mask: Array | None, r: Array | None = None, *,
                deterministic: bool) -> Array:
+    if self.layout not in BLOCK_LAYOUTS:
+      raise ValueError(f"unknown block layout {self.layout!r}; use one of {BLOCK_LAYOUTS}")
     drop = lambda: Dropout(self.dropout_rate, deterministic=deterministic)  # noqa: E731
-    attn = MultiHeadAttention(self.num_heads, self.attention, self.alpha,
-                              self.hebbian_sigmoid, name="attention")(x, key_mask, r)
-    y = LayerNorm(name="ln_attention")(x + drop()(attn))
-    h = gelu(Dense(self.mlp_dim, name="mlp_in")(y))
-    h = Dense(x.shape[-1], name="mlp_out")(drop()(h))
-    return LayerNorm(name="ln_mlp")(y + drop()(h))
+    attention = MultiHeadAttention(self.num_heads, self.attention, self.alpha,
+                                   self.hebbian_sigmoid, name="attention")
+    ln_attention, ln_mlp = LayerNorm(name="ln_attention"), LayerNorm(name="ln_mlp")
+    mlp_in, mlp_out = Dense(self.mlp_dim, name="mlp_in"), Dense(x.shape[-1], name="mlp_out")
+    pre = self.layout == "pre_ln"
+    y = x + drop()(attention(ln_attention(x) if pre else x, key_mask, r))
+    y = y if pre else ln_attention(y)
+    h = mlp_out(drop()(gelu(mlp_in(ln_mlp(y) if pre else y))))
+    z = y + drop()(h)
+    return z if pre else ln_mlp(z)

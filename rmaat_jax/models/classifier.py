@@ -63,6 +63,15 @@ def pool(z: Array, cfg: ModelConfig, last_tokens: Array) -> Array:
   return jnp.sum(z * weights, axis=1) / jnp.sum(weights, axis=1)
 
 
+def memory_factors(cfg: ModelConfig) -> np.ndarray:
+  """The T factors that scale the memory leaving each segment: RF(t, T) of
+  `model.retention` (retention.py), or zeros for "reset", where every segment reads the
+  learned initial memory instead (the control in which nothing crosses a segment)."""
+  if cfg.retention == "reset":
+    return np.zeros(cfg.num_segments)
+  return retention_factors(cfg.num_segments, cfg.retention)
+
+
 def dropout_key(key: Array, rng: str = "auto") -> Array:
   """The segments' dropout key, drawn from `key`; `rng` is `model.dropout_rng`.
 
@@ -135,9 +144,11 @@ class RMAATClassifier(nn.Module):
     skip_pad_id = cfg.pad_id if cfg.skip_empty_segments and cfg.pad_id >= 0 else None
     z_last = run_segments(
         SegmentLayers(cfg, train, self.dtype), segment_weights(encoder_params, rs),
-        mem0, segments, retention_factors(cfg.num_segments, cfg.retention), key,
+        mem0, segments, memory_factors(cfg), key,
         backprop=cfg.backprop, num_memory=cfg.num_memory_tokens, skip_pad_id=skip_pad_id,
-        amrb_replay=cfg.amrb_replay)
+        amrb_replay=cfg.amrb_replay, reset_memory=cfg.retention == "reset",
+        rf_backward=(None if cfg.retention_backward == "exact"
+                     else retention_factors(cfg.num_segments, cfg.retention_backward)))
     last_tokens = (segments[-1] if skip_pad_id is None
                    else last_real_tokens(segments, skip_pad_id))
     pooled = nn.LayerNorm(name="pool_norm")(

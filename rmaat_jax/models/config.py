@@ -21,7 +21,10 @@ __all__ = ["BOOL_FIELDS", "CHOICES", "ConfigError", "FLOAT_FIELDS", "MAX_DROPOUT
 CHOICES = {
     "attention": ("astro", "softmax", "linear"),
     "position": ("projected", "distance"),
-    "retention": ("paper", "stretched", "streaming", "none"),
+    "retention": ("paper", "stretched", "streaming", "none", "reset"),
+    "block_layout": ("post_ln", "pre_ln"),
+    # A diagnostic (docs/method.md 4.3): the factors the backward pass scales dL/dmem by.
+    "retention_backward": ("exact", "paper", "stretched", "streaming", "none"),
     "backprop": ("bptt", "remat", "amrb"),
     "amrb_replay": ("block", "segment"),
     "pool": ("memory", "mean"),
@@ -54,7 +57,9 @@ class ModelConfig:
   position_scale: float
   alpha: float
   hebbian_sigmoid: bool
+  block_layout: str
   retention: str
+  retention_backward: str
   backprop: str
   amrb_replay: str
   pool: str
@@ -139,6 +144,9 @@ def _validate(cfg: ModelConfig) -> None:
     raise ConfigError(f"model.dropout_rate={cfg.dropout_rate!r}: must be in [0, 1) (below "
                       f"{MAX_DROPOUT_RATE}: dropout decides with 16 random bits, and a rate "
                       "that rounds to 1 would drop everything)")
+  if cfg.retention == "reset" and cfg.retention_backward != "exact":
+    raise ConfigError(f"model.retention_backward={cfg.retention_backward!r}: with "
+                      "model.retention='reset' no gradient crosses a segment; use 'exact'")
   if not 0 < cfg.position_scale < math.inf:
     raise ConfigError(f"model.position_scale={cfg.position_scale!r}: must be finite and > 0")
   if not 0 <= cfg.alpha < math.inf:

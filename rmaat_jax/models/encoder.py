@@ -41,7 +41,7 @@ def cast_floats(tree: Any, dtype: Any) -> Any:
 
 def _block_module(cfg: ModelConfig) -> EncoderBlock:
   return EncoderBlock(cfg.num_heads, cfg.mlp_dim, cfg.dropout_rate, cfg.attention, cfg.alpha,
-                      cfg.hebbian_sigmoid)
+                      cfg.hebbian_sigmoid, cfg.block_layout)
 
 
 def _embedding_module(cfg: ModelConfig) -> nn.Embed:

@@ -2,6 +2,12 @@
 
     mem_{t+1} = RF(t, T) * Z_t[:, :M]   for t = 1..T-1,     output Z_T
 
+or, with `reset_memory` (`model.retention="reset"`, the control that cuts the memory),
+mem_{t+1} = mem_1: every segment starts from the learned initial memory, so nothing crosses
+a segment boundary. `rf_backward` (a diagnostic, `model.retention_backward`) makes the
+backward pass scale dL/dmem_{t+1} by other factors than the forward's RF: the gradient is
+then no longer the loss's, which is the point of the experiment (docs/method.md section 4.3).
+
 - "bptt":  plain `lax.scan`; autodiff stores every segment's activations.
 - "remat": the segment step under `jax.checkpoint(policy=nothing_saveable)`.
 - "amrb":  an explicit `jax.custom_vjp`. The forward keeps only the memories entering
@@ -46,9 +52,18 @@ def _skipped(tokens: Array, t: Array, skip_pad_id: int | None) -> Array | None:
   return empty[:, None, None]
 
 
+def _carry_memory(z: Array, rf_t: Array, rfb_t: Array | None, num_memory: int) -> Array:
+  """RF(t) * Z_t[:, :M], whose gradient is scaled by rfb_t instead when that is given."""
+  mem = z[:, :num_memory]
+  if rfb_t is None:
+    return rf_t * mem
+  return rfb_t * mem + lax.stop_gradient((rf_t - rfb_t) * mem)
+
+
 def _scan_segments(step: SegmentLayers, weights: Weights, mem0: Array, segments: Array,
                    rf: np.ndarray, key: Array, num_memory: int,
-                   skip_pad_id: int | None) -> tuple[Array, Array]:
+                   skip_pad_id: int | None, reset_memory: bool = False,
+                   rf_backward: np.ndarray | None = None) -> tuple[Array, Array]:
   """One loop over all T segments; returns Z_T and the memories entering each segment.
 
   The last segment runs inside the loop too: a loop of trip count 1 (T = 2 with the
@@ -59,17 +74,19 @@ def _scan_segments(step: SegmentLayers, weights: Weights, mem0: Array, segments:
 
   def body(carry, xs):
     mem, z_prev = carry
-    t, tokens, rf_t = xs
+    t, tokens, rf_t, rfb_t = xs
     z = step(weights, mem, tokens, jax.random.fold_in(key, t))
     # rf[T-1] scales a memory that no segment reads; it keeps the loop uniform.
-    mem_next = (rf_t * z[:, :num_memory]).astype(mem.dtype)
+    mem_next = (mem0 if reset_memory
+                else _carry_memory(z, rf_t, rfb_t, num_memory).astype(mem.dtype))
     skipped = _skipped(tokens, t, skip_pad_id)
     if skipped is not None:
       mem_next, z = jnp.where(skipped, mem, mem_next), jnp.where(skipped, z_prev, z)
     return (mem_next, z), mem
 
   z_spec = jax.eval_shape(step, weights, mem0, segments[0], key)
-  xs = (jnp.arange(segments.shape[0]), segments, jnp.asarray(rf, mem0.dtype))
+  xs = (jnp.arange(segments.shape[0]), segments, jnp.asarray(rf, mem0.dtype),
+        None if rf_backward is None else jnp.asarray(rf_backward, mem0.dtype))
   (_, z_last), memories = lax.scan(body, (mem0, jnp.zeros(z_spec.shape, z_spec.dtype)), xs)
   return z_last, memories
 
@@ -116,17 +133,21 @@ def replay_segment(step: SegmentLayers, weights: Weights, mem: Array, tokens: Ar
 
 
 def make_amrb(step: SegmentLayers, rf: np.ndarray, num_memory: int,
-              skip_pad_id: int | None = None, replay: str = "block"):
+              skip_pad_id: int | None = None, replay: str = "block",
+              reset_memory: bool = False, rf_backward: np.ndarray | None = None):
   """Returns f(weights, mem0, segments, key) -> Z_T with AMRB's replay backward.
 
   `replay`: "block" replays a segment block by block (`replay_segment`: one layer's
   activations live); "segment" replays it under one `jax.vjp` (the paper's replay: every
-  layer's activations of the segment live, one forward fewer)."""
+  layer's activations of the segment live, one forward fewer). `reset_memory`: every
+  segment reads mem0 (see the module docstring); dL/dmem0 is then the sum over segments.
+  `rf_backward`: the factors the replay scales dL/dmem_{t+1} by (default: `rf`, exact)."""
   rf_all = np.asarray(rf, np.float32)
+  rf_seed = rf_all if rf_backward is None else np.asarray(rf_backward, np.float32)
 
   def forward_scan(weights, mem0, segments, key):
     return _scan_segments(step, weights, mem0, segments, rf_all, key, num_memory,
-                          skip_pad_id)
+                          skip_pad_id, reset_memory)
 
   @jax.custom_vjp
   def run(weights, mem0, segments, key):
@@ -151,7 +172,9 @@ def make_amrb(step: SegmentLayers, rf: np.ndarray, num_memory: int,
       mem_t, dmem_next, dz_next = lax.optimization_barrier((mem_t, dmem_next, dz_next))
       # Z_t feeds mem_{t+1} = RF(t, T) * Z_t[:, :M] and, if no later segment ran, the
       # output: dZ_t = dL/dZ_T carried so far + RF(t, T) * dL/dmem_{t+1} on the memory rows.
-      seed = dz_next.at[:, :num_memory].add((rf_t * dmem_next).astype(dz_next.dtype))
+      # With reset_memory no later segment reads Z_t, and dmem_next sums dL/dmem0 instead.
+      seed = dz_next if reset_memory else dz_next.at[:, :num_memory].add(
+          (rf_t * dmem_next).astype(dz_next.dtype))
       skipped = _skipped(tokens, t, skip_pad_id)
       if skipped is not None:
         seed = jnp.where(skipped, 0, seed)
@@ -165,8 +188,10 @@ def make_amrb(step: SegmentLayers, rf: np.ndarray, num_memory: int,
         dweights = _tree_add(dweights_acc, dweights_t)
       dz = jnp.zeros_like(dz_next)
       if skipped is not None:  # a skipped segment passes both cotangents through
-        dmem_t = jnp.where(skipped, dmem_next, dmem_t)
+        dmem_t = jnp.where(skipped, 0 if reset_memory else dmem_next, dmem_t)
         dz = jnp.where(skipped, dz_next, dz)
+      if reset_memory:  # every segment read mem0
+        dmem_t = dmem_next + dmem_t
       return (dweights, dmem_t, dz), None
 
     if replay == "block":  # the block replay sums block gradients stacked over layers
@@ -178,7 +203,7 @@ def make_amrb(step: SegmentLayers, rf: np.ndarray, num_memory: int,
             "blocks": block_sums}
     init = (sums, jnp.zeros_like(memories[0]), dz_last)
     xs = (jnp.arange(segments.shape[0]), segments, memories,
-          jnp.asarray(rf_all, memories.dtype))
+          jnp.asarray(rf_seed, memories.dtype))
     (dweights, dmem0, _), _ = lax.scan(body, init, xs, reverse=True)
     if replay == "block":
       dweights = {"embed": dweights["embed"],
@@ -192,23 +217,25 @@ def make_amrb(step: SegmentLayers, rf: np.ndarray, num_memory: int,
 
 def run_segments(step: SegmentLayers, weights: Weights, mem0: Array, segments: Array,
                  rf: np.ndarray, key: Array, *, backprop: str, num_memory: int,
-                 skip_pad_id: int | None = None, amrb_replay: str = "block") -> Array:
+                 skip_pad_id: int | None = None, amrb_replay: str = "block",
+                 reset_memory: bool = False, rf_backward: np.ndarray | None = None) -> Array:
   """Z_T of the recurrence over `segments` [T, B, S] starting from `mem0` [B, M, d].
 
   `rf` holds the T retention factors (numpy constants, no gradient); `key` is the step's
   dropout key, folded with the segment index inside. `skip_pad_id`: skip segments made
   only of this id (None: run every segment). `amrb_replay`: see `make_amrb`.
+  `reset_memory`: every segment starts from `mem0` (`rf` is then unused). `rf_backward`:
+  a diagnostic; the backward scales dL/dmem_{t+1} by these factors instead of `rf`.
   """
-  if segments.shape[0] != len(rf):
-    raise ValueError(f"{segments.shape[0]} segments but {len(rf)} retention factors")
-  if backprop == "bptt":
-    return _scan_segments(step, weights, mem0, segments, rf, key, num_memory,
-                          skip_pad_id)[0]
-  if backprop == "remat":
-    remat_step = jax.checkpoint(step, policy=jax.checkpoint_policies.nothing_saveable)
-    return _scan_segments(remat_step, weights, mem0, segments, rf, key, num_memory,
-                          skip_pad_id)[0]
+  for name, factors in (("retention", rf), ("backward retention", rf_backward)):
+    if factors is not None and segments.shape[0] != len(factors):
+      raise ValueError(f"{segments.shape[0]} segments but {len(factors)} {name} factors")
+  if backprop in ("bptt", "remat"):
+    segment_step = step if backprop == "bptt" else jax.checkpoint(
+        step, policy=jax.checkpoint_policies.nothing_saveable)
+    return _scan_segments(segment_step, weights, mem0, segments, rf, key, num_memory,
+                          skip_pad_id, reset_memory, rf_backward)[0]
   if backprop == "amrb":
-    return make_amrb(step, rf, num_memory, skip_pad_id, amrb_replay)(weights, mem0, segments,
-                                                                    key)
+    return make_amrb(step, rf, num_memory, skip_pad_id, amrb_replay, reset_memory,
+                     rf_backward)(weights, mem0, segments, key)
   raise ValueError(f"unknown backprop mode {backprop!r}; use one of {BACKPROP_MODES}")

@@ -1,0 +1,91 @@
+"""Results files that keep every run: rows merged by run key, written atomically.
+
+A sweep saves after every run with `merge_rows`: a rerun of some runs replaces exactly
+those rows, and an invocation stopped part-way (Ctrl-C, a crash, a kill) leaves every other
+row as it was, so a results file never silently loses rows another invocation produced.
+Each row carries its own provenance (`provenance()`: date, machine, commit, command).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+Row = dict[str, Any]
+Key = Callable[[Mapping[str, Any]], Any]
+
+
+def key_of(fields: Iterable[str]) -> Key:
+  """A row's key: the JSON of the named fields (missing ones are None)."""
+  names = tuple(fields)
+  return lambda row: json.dumps([row.get(name) for name in names], sort_keys=True)
+
+
+def read_rows(path: pathlib.Path, section: str = "rows") -> list[Row]:
+  """The rows of a results file written by merge_rows (empty when there is none)."""
+  if not path.exists():
+    return []
+  return list(json.loads(path.read_text()).get(section, []))
+
+
+def write_json(path: pathlib.Path, payload: Any) -> None:
+  """Atomic: a reader (or a later invocation) never sees half a file."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+  tmp.write_text(json.dumps(payload, indent=1) + "\n")
+  os.replace(tmp, path)
+
+
+def merge_rows(path: pathlib.Path, rows: Iterable[Row], key: Key, *,
+               meta: Mapping[str, Any] | None = None, section: str = "rows",
+               extra: Mapping[str, Any] | None = None) -> list[Row]:
+  """Merges `rows` into the file at `path` and returns all its rows.
+
+  A stored row whose key equals a new row's is replaced in place; other stored rows are
+  kept in their order; new keys are appended. `meta` (the latest invocation's) and `extra`
+  (other top-level entries) replace the file's.
+  """
+  payload = json.loads(path.read_text()) if path.exists() else {}
+  merged = {key(row): row for row in payload.get(section, [])}
+  for row in rows:
+    merged[key(row)] = row
+  payload[section] = list(merged.values())
+  if meta is not None:
+    payload["meta"] = dict(meta)
+  payload.update(extra or {})
+  write_json(path, payload)
+  return payload[section]
+
+
+def git_commit() -> str:
+  """The repository's HEAD (with "+dirty" when the tree has changes), or "unknown"."""
+  root = pathlib.Path(__file__).resolve().parent.parent
+  try:
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
+                          capture_output=True, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                           cwd=root, text=True, capture_output=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+  return head + ("+dirty" if dirty else "")
+
+
+def provenance(machine: str | None = None) -> Row:
+  """Date, machine, commit and command of this invocation, for every row it writes."""
+  return {"date": datetime.datetime.now().isoformat(timespec="minutes"),
+          "machine": machine or f"{platform.machine()} CPU x {os.cpu_count()}",
+          "commit": git_commit(),
+          "command": "python -m " + " ".join([_module_name(), *sys.argv[1:]])}
+
+
+def _module_name() -> str:
+  main = sys.modules.get("__main__")
+  spec = getattr(main, "__spec__", None)
+  return spec.name if spec is not None else pathlib.Path(sys.argv[0]).stem
