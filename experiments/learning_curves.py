@@ -5,26 +5,27 @@
 Trains the `rmaat`, `rmt` and `rlt` presets at the `cpu` size on the tasks whose data can be
 had offline: Image* (Fashion-MNIST, the substitute for CIFAR-10; Debian's
 dataset-fashion-mnist), ListOps (generated) and Pathfinder-32 (generated). The three models
-of a task share the steps, batch, seed and data. Two more runs follow:
+of a task share the steps, batch, seed and data. Three more runs follow:
 - ListOps, RMAAT with `model.skip_empty_segments` flipped (both settings are reported);
 - the retention ablation: RMAAT with `model.retention=none` on the task where the three
-  models' test accuracies spread most (`--ablation_task` to choose it yourself).
+  models' test accuracies spread most (`--ablation_task` to choose it yourself);
+- on the same task, RMAAT with pre-LN blocks (`model.block_layout=pre_ln`).
 
 Every run is the trainer's own `train_and_evaluate` (checkpoints, best-validation test
 accuracy); its curves are read back from the TensorBoard events it wrote. Rerunning the
 command skips runs that finished (their workdir holds results.json) and resumes a run that
-was interrupted. Writes experiments/results/learning_curves.{json,md,png}.
+was interrupted. Writes experiments/results/learning_curves.{json,md,png}, merging rows by
+(task, model, variant): a rerun of some runs replaces those rows only, and an invocation
+stopped part-way keeps every other row (experiments/results_store.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import datetime
 import json
 import logging
 import pathlib
-import platform
 import time
 from typing import Any
 
@@ -32,11 +33,13 @@ import jax
 import numpy as np
 
 import configs
+from experiments.results_store import key_of, merge_rows, provenance
 from rmaat_jax import train
 from rmaat_jax.data import get_datasets
 from rmaat_jax.data.tasks import model_config
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+RUN_KEY = key_of(("task", "model", "variant"))
 MODELS = ("rmaat", "rmt", "rlt")
 # task -> (config module, overrides that select the offline data)
 TASKS = {
@@ -95,8 +98,8 @@ def run(task: str, model: str, variant: str, overrides: dict[str, Any], args) ->
   config = run_config(task, model, overrides, args.data_dir, args.eval_every, args.num_steps)
   # Named by what was trained, not by the label: a run is reused whatever the default is.
   skip = "skip" if config.model.skip_empty_segments else "noskip"
-  workdir = (pathlib.Path(args.workdir)
-             / f"{task}-{config.model.attention}-{config.model.retention}-{skip}")
+  workdir = (pathlib.Path(args.workdir) / f"{task}-{config.model.attention}-"
+             f"{config.model.retention}-{skip}-{config.model.block_layout}")
   done = workdir / "results.json"
   start = time.time()
   if done.exists():
@@ -119,7 +122,7 @@ def run(task: str, model: str, variant: str, overrides: dict[str, Any], args) ->
       "wall_s": max(w for rows in scalars.values() for _, w, _ in rows) - first_wall,
       "data_source": results["data_source"],
       "model_config": {k: model_config(config)[k] for k in (
-          "attention", "backprop", "retention", "skip_empty_segments", "emb_dim",
+          "attention", "backprop", "retention", "skip_empty_segments", "block_layout", "emb_dim",
           "num_heads", "num_layers", "mlp_dim", "seq_len", "num_segments")},
       "curve": [{"step": s, **v} for s, v in sorted(curve.items())],
   }
@@ -134,23 +137,32 @@ def spread(rows: list[dict], task: str) -> float:
   return max(accs) - min(accs)
 
 
-def write_outputs(payload: dict) -> None:
-  RESULTS.mkdir(exist_ok=True)
-  (RESULTS / "learning_curves.json").write_text(json.dumps(payload, indent=1))
-  (RESULTS / "learning_curves.md").write_text(table(payload) + "\n")
-  plot(payload, RESULTS / "learning_curves.png")
+def save_run(row: dict, majority: dict[str, float], meta: dict,
+             out_dir: pathlib.Path = RESULTS) -> dict:
+  """Merges one run (and the tasks' majority rates) into learning_curves.json, then redoes
+  the table and the plot from everything the file holds; returns the file's payload."""
+  path = out_dir / "learning_curves.json"
+  stored = json.loads(path.read_text()).get("majority", {}) if path.exists() else {}
+  runs = merge_rows(path, [row], RUN_KEY, meta=meta, section="runs",
+                    extra={"majority": {**stored, **majority}})
+  payload = {"meta": meta, "majority": {**stored, **majority}, "runs": runs}
+  (out_dir / "learning_curves.md").write_text(table(payload) + "\n")
+  plot(payload, out_dir / "learning_curves.png")
+  return payload
 
 
 def table(payload: dict) -> str:
-  lines = [f"# learning_curves ({payload['meta']['date']}, {payload['meta']['machine']})", "",
+  lines = [f"# learning_curves (latest invocation {payload['meta']['date']}, "
+           f"{payload['meta']['machine']}; each run's own date and commit: the JSON)", "",
            "| task | model | variant | test acc | best val acc (step) | majority | "
-           "final train loss | steps x batch | wall (min) |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "final train loss | steps x batch | wall (min) | commit |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
   for r in payload["runs"]:
     lines.append(
         f"| {r['task']} | {r['model']} | {r['variant']} | {r['test_accuracy']:.3f} | "
         f"{r['val_accuracy']:.3f} ({r['best_step']}) | {payload['majority'][r['task']]:.3f} | "
-        f"{r['train_loss']:.3f} | {r['steps']} x {r['batch_size']} | {r['wall_s'] / 60:.1f} |")
+        f"{r['train_loss']:.3f} | {r['steps']} x {r['batch_size']} | {r['wall_s'] / 60:.1f} | "
+        f"{r.get('commit', '?')} |")
   return "\n".join(lines)
 
 
@@ -189,7 +201,7 @@ def plot(payload: dict, path: pathlib.Path) -> None:
   plt.close(fig)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", default="/tmp/rmaat_learning_curves")
   parser.add_argument("--data_dir", default="", help="TFDS data dir (default: TFDS's)")
@@ -198,18 +210,19 @@ def main() -> None:
   parser.add_argument("--eval_every", type=int, default=50)
   parser.add_argument("--num_steps", type=int, default=0, help="0: the :cpu preset's")
   parser.add_argument("--ablation_task", default="auto", choices=["auto", "none", *TASKS])
-  parser.add_argument("--machine", default=f"{platform.machine()} CPU x {jax.device_count()}")
-  args = parser.parse_args()
+  parser.add_argument("--machine", default=None)
+  parser.add_argument("--out_dir", type=pathlib.Path, default=RESULTS)
+  args = parser.parse_args(argv)
   logging.getLogger().setLevel(logging.WARNING)
 
   runs, majority = [], {}
-  meta = {"date": datetime.date.today().isoformat(), "machine": args.machine,
-          "jax": jax.__version__, "command": "python -m experiments.learning_curves",
+  meta = {**provenance(args.machine), "jax": jax.__version__,
           "note": "curves: validation accuracy every eval_every steps; test accuracy of the "
                   "best-validation checkpoint at the end (the trainer's results.json)"}
 
   def save():
-    write_outputs({"meta": meta, "majority": majority, "runs": runs})
+    save_run({**runs[-1], **{k: meta[k] for k in ("date", "machine", "commit", "command")}},
+             majority, meta, args.out_dir)
 
   for task in args.tasks:
     majority[task] = majority_rate(run_config(task, "rmaat", {}, args.data_dir, 50))
@@ -228,7 +241,10 @@ def main() -> None:
   if ablation != "none":
     runs.append(run(ablation, "rmaat", "no_retention", {"model.retention": "none"}, args))
     save()
-  print(table({"meta": meta, "majority": majority, "runs": runs}))
+    # The block layout the paper leaves open (docs/method.md section 2): pre-LN instead.
+    runs.append(run(ablation, "rmaat", "pre_ln", {"model.block_layout": "pre_ln"}, args))
+    save()
+  print((args.out_dir / "learning_curves.md").read_text())
 
 
 if __name__ == "__main__":

@@ -62,10 +62,11 @@ def max_min_rows() -> list[tuple[str, int]]:
 # Per dataset: the length the tests read, and (vocab_size, num_classes, pad_id, dual_encoder)
 # as the tests expect them (an independent statement of rmaat_jax.data.tasks.TASKS).
 SEQ = {"listops": 64, "text": 96, "retrieval": 48, "image": 1024, "fashion_mnist": 1024,
-       "pathfinder": 1024}
+       "pathfinder": 1024, "recall": 0}  # recall: its data.recall length (4 x 64)
 MODEL = {"listops": (17, 10, 0, False), "text": (257, 2, 0, False),
          "retrieval": (257, 2, 0, True), "image": (256, 10, -1, False),
-         "fashion_mnist": (256, 10, -1, False), "pathfinder": (256, 2, -1, False)}
+         "fashion_mnist": (256, 10, -1, False), "pathfinder": (256, 2, -1, False),
+         "recall": (32, 10, 0, False)}
 
 
 def make_config(dataset, data_dir, batch_size=4, seed=0, **data):

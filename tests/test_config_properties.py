@@ -53,7 +53,14 @@ DATA_FACTS = [n for n in MODEL_FACTS if n != "seq_len"]  # seq_len is also a con
 def valid_configs(draw) -> ml_collections.ConfigDict:
   dataset = draw(st.sampled_from(sorted(TASKS)))
   task = TASKS[dataset]
-  if task.fixed_length:  # pixel tasks: exactly 1024 tokens (or 0: the dataset's)
+  recall = dict(default.get_config().data.recall)
+  if dataset == "recall":  # its length is data.recall's: T segments of S tokens
+    num_segments = draw(st.sampled_from([1, 2, 4, 8]))
+    recall.update(num_segments=num_segments, segment_len=draw(st.integers(4, 16)),
+                  num_pairs=draw(st.integers(1, 2)), num_keys=draw(st.integers(2, 20)),
+                  num_values=draw(st.integers(1, 12)))
+    seq_len = draw(st.sampled_from([0, num_segments * recall["segment_len"]]))
+  elif task.fixed_length:  # pixel tasks: exactly 1024 tokens (or 0: the dataset's)
     num_segments = draw(st.sampled_from([1, 2, 4, 8, 16, 32]))
     seq_len = draw(st.sampled_from([0, task.seq_len]))
   else:
@@ -68,6 +75,8 @@ def valid_configs(draw) -> ml_collections.ConfigDict:
       position_scale=draw(st.floats(0.1, 8.0)), alpha=draw(st.floats(0.0, 2.0)),
       **{name: draw(st.booleans()) for name in CONFIG_BOOLS},
       **{k: draw(st.sampled_from(v)) for k, v in CHOICES.items()})
+  if model["retention"] == "reset":  # no gradient crosses a segment to rescale
+    model["retention_backward"] = "exact"
   num_steps = draw(st.integers(1, 10_000))
   train = dict(
       num_steps=num_steps, batch_size=draw(st.integers(1, 64)),
@@ -78,12 +87,13 @@ def valid_configs(draw) -> ml_collections.ConfigDict:
       seed=draw(st.integers(0, 2 ** 31 - 1)), grad_clip=draw(st.floats(0.0, 10.0)),
       compute_dtype=draw(st.sampled_from(COMPUTE_DTYPES)))
   data = dict(dataset=dataset, data_dir="", download=draw(st.booleans()), manual_dir="",
-              generate=bool(task.generator) and draw(st.booleans()),
+              generate=task.generator == "recall" or (bool(task.generator)
+                                                       and draw(st.booleans())),
               generate_sizes=tuple(draw(st.lists(st.integers(1, 100), min_size=3,
                                                  max_size=3))),
               generate_seed=draw(st.integers(0, 99)), generate_workers=draw(st.integers(1, 4)),
               pathfinder_difficulty=draw(st.sampled_from(PATHFINDER_DIFFICULTIES)),
-              num_workers=draw(st.integers(0, 4)))
+              num_workers=draw(st.integers(0, 4)), recall=recall)
   distributed = dict(enabled=False, coordinator_address="", num_processes=1, process_id=0)
   drawn = dict(model=model, train=train, data=data, distributed=distributed)
   base = default.get_config().to_dict()  # what the draw leaves out (memory_limit_gib, ...)
@@ -145,7 +155,9 @@ def invalid_configs(draw):
     return config, "model.num_heads"
   if mutation == "length":  # a pixel task has exactly 1024 tokens; a length must be >= 0
     pixels = [n for n, t in TASKS.items() if t.fixed_length]
-    if data.dataset in pixels:
+    if data.dataset == "recall":
+      model.seq_len = data.recall.num_segments * data.recall.segment_len + 1
+    elif data.dataset in pixels:
       model.seq_len = draw(st.sampled_from([512, 2048, 1023]))
     else:
       model.seq_len = draw(st.sampled_from([-1, 2.5, True]))

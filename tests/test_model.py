@@ -71,6 +71,12 @@ CASES = {
     "astro-distance-sigmoid": {"position": "distance", "hebbian_sigmoid": True,
                                "retention": "none", "pool": "mean", "amrb_replay": "segment"},
     "one-segment": {"num_segments": 1},
+    # Pre-LN blocks: the residual stream (memory rows included) passes unnormalised.
+    "astro-pre-ln": {"block_layout": "pre_ln"},
+    # The memory-cutting control: every segment reads mem0, whose gradient sums over segments.
+    "reset-skip-empty": {"retention": "reset", "skip_empty_segments": True},
+    # The diagnostic: the backward scales dL/dmem by other factors than the forward.
+    "backward-none": {"retention_backward": "none"},
 }
 
 
@@ -126,15 +132,37 @@ def test_contract_shapes_and_parameters():
   assert params["segment_encoder"]["token_embedding"]["embedding"].shape == (13, 16)
 
 
-def test_memory_carries_information_across_segments():
-  """Changing only the first segment changes the logits (read from the last segment)."""
-  cfg = {**TINY, "retention": "none"}
-  tokens = _tokens(cfg, batch=1)
+@pytest.mark.parametrize("retention", ["paper", "none", "reset"])
+@pytest.mark.parametrize("layout", ["post_ln", "pre_ln"])
+def test_only_reset_cuts_the_memory_between_segments(retention, layout):
+  """Changing every token of the first segment changes the logits (read from the last
+  segment) through the memory, unless "reset" starts every segment from mem0."""
+  cfg = {**TINY, "retention": retention, "block_layout": layout}
+  tokens = _tokens(cfg, batch=2)
   model = build_model(cfg)
   variables = _init(cfg, tokens)
   apply = jax.jit(lambda t: model.apply(variables, t))
-  changed = tokens.at[0, 0].set((tokens[0, 0] % 12) + 1)
-  assert not np.allclose(apply(tokens), apply(changed))
+  segment = cfg["seq_len"] // cfg["num_segments"]
+  changed = tokens.at[:, :segment].set((tokens[:, :segment] % 12) + 1)
+  difference = float(jnp.abs(apply(tokens) - apply(changed)).max())
+  if retention == "reset":
+    assert difference == 0.0
+  else:
+    assert difference > 1e-4
+
+
+def test_retention_backward_changes_the_gradient_not_the_function():
+  cfg = {**TINY, "num_layers": 1}
+  tokens = _tokens(cfg)
+  params = _init(cfg, tokens)["params"]
+  loss, grads = _loss_and_grads(cfg, tokens, params)
+  diag_loss, diag_grads = _loss_and_grads({**cfg, "retention_backward": "none"}, tokens, params)
+  np.testing.assert_allclose(float(diag_loss), float(loss), rtol=1e-6)
+  # Only gradients that pass through a memory boundary change: the head's do not (up to
+  # rounding: the two programs compile differently).
+  np.testing.assert_allclose(diag_grads["head_out"]["kernel"], grads["head_out"]["kernel"],
+                             rtol=1e-5, atol=1e-7)
+  assert not np.allclose(diag_grads["memory_init"], grads["memory_init"], rtol=1e-3)
 
 
 def test_padding_id_is_masked_and_minus_one_disables_it():
@@ -207,6 +235,8 @@ def test_split_segments_is_segment_major():
     ({"num_layers": 2.5}, "model.num_layers"),
     ({"pad_id": 13}, "model.pad_id"),
     ({"num_segmnets": 4}, "model.num_segmnets"),
+    ({"block_layout": "sandwich"}, "model.block_layout"),
+    ({"retention": "reset", "retention_backward": "none"}, "model.retention_backward"),
 ])
 def test_invalid_config_names_the_field(override, field):
   with pytest.raises(ConfigError, match=field.replace(".", r"\.")):

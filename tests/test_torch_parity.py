@@ -34,7 +34,8 @@ BASE = dict(vocab_size=23, num_classes=3, pad_id=0, dual_encoder=False,
             mlp_dim=32, dropout_rate=0.1)
 # Each case covers some options once; together: every attention kind, both positions,
 # Hebbian sigmoid, memory tokens M > 1, padding (pad_id) and no padding (pad_id=-1), both
-# pools, all retention modes, the dual encoder, skipped empty segments and 2-3 segments.
+# pools, all retention modes, both block layouts, the dual encoder, skipped empty segments
+# and 2-3 segments.
 CASES = {
     "astro": dict(attention="astro", position="projected", num_memory_tokens=2,
                   num_layers=2, num_segments=3, pool="memory", retention="paper"),
@@ -44,6 +45,8 @@ CASES = {
     "astro_distance_dual": dict(attention="astro", position="distance",
                                 hebbian_sigmoid=True, dual_encoder=True, num_segments=2,
                                 retention="streaming", skip_empty_segments=True),
+    "astro_pre_ln": dict(attention="astro", num_layers=2, num_segments=3, retention="paper",
+                         block_layout="pre_ln"),
 }
 
 
@@ -138,7 +141,7 @@ def assert_trees_close(actual: dict, expected: dict, rtol: float = 1e-4) -> None
 # JAX's own bptt == amrb is tested in test_model.py; each JAX compile costs seconds, so the
 # cases beyond astro and softmax are compared in the default mode, AMRB, only.
 JAX_RUNS = [("astro", "bptt"), ("astro", "amrb"), ("softmax", "bptt"), ("softmax", "amrb"),
-            ("linear", "amrb"), ("astro_distance_dual", "amrb")]
+            ("linear", "amrb"), ("astro_distance_dual", "amrb"), ("astro_pre_ln", "amrb")]
 
 
 @pytest.mark.parametrize("case,backprop", JAX_RUNS)

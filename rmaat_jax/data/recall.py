@@ -129,6 +129,7 @@ def generate_split(spec: RecallSpec, split: str, num_examples: int, seed: int,
   tokens, labels = [], []
   while len(labels) < num_examples:
     chunk_tokens, chunk_labels = draw(spec, rng, CHUNK)
+    before = len(labels)
     for row, label in zip(chunk_tokens, chunk_labels, strict=True):
       digest = _digest(row)
       if digest in seen or digest in excluded:
@@ -138,6 +139,11 @@ def generate_split(spec: RecallSpec, split: str, num_examples: int, seed: int,
       labels.append(label)
       if len(labels) == num_examples:
         break
+    if len(labels) == before:  # CHUNK draws found nothing new: the space is exhausted
+      raise ValueError(
+          f"the recall task {spec} has only {len(seen) + len(excluded)} distinct examples "
+          f"(all found); {split} needs {num_examples} beside {len(excluded)} in earlier "
+          "splits: use longer segments, more keys or values, or fewer examples")
   width = spec.seq_len
   return (np.stack(tokens) if tokens else np.zeros((0, width), np.uint8),
           np.asarray(labels, np.int64))
