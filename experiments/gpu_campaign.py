@@ -7,6 +7,11 @@ Phases, each a subprocess (a fresh process per measurement where JAX must reset 
 memory counter), each with its share of the budget; a phase that overruns is stopped and
 recorded as such, and the next one starts:
 
+0. tests: the model-level test files (GPU_TESTS: gradients across backprop modes, the
+   float64 gradient oracle, dropout, layers, attention, retention, compiled memory, the
+   PyTorch port's parity) on the GPU backend -> tests_<tag>.xml (JUnit) and the pass /
+   fail counts in the summary. Needs pytest and hypothesis (skipped, and recorded so,
+   when pytest is missing).
 1. throughput: experiments.train_throughput at every task config's own batch (the
    trainer's pmapped step) -> train_throughput_gpu.{json,md}.
 2. memory: experiments.compare_memory --device gpu on the Text and Retrieval configs,
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import pathlib
@@ -47,6 +53,33 @@ DRY_THROUGHPUT = ["--configs", "lra_image", "--preset", "cpu", "--batch", "2", "
 DRY_MEMORY = ["--toy", "--segments", "2", "--tasks", "text", "--batch", "1", "--repeats", "1",
               "--device", "cpu"]
 DRY_PAPER = ["--tokens", "1024", "--batch", "1", "--runs", "1", "--amrb_replay", "block"]
+# The backend-sensitive tests (no data, no TensorFlow): what a GPU must pass.
+GPU_TESTS = ["tests/test_model.py", "tests/test_gradient_oracle.py", "tests/test_dropout.py",
+             "tests/test_layers.py", "tests/test_attention.py", "tests/test_retention.py",
+             "tests/test_memory.py", "tests/test_torch_parity.py"]
+DRY_TESTS = ["tests/test_layers.py"]
+
+
+def tests_phase(tag: str, files: list[str], out_dir: pathlib.Path, timeout_s: float,
+                log_dir: pathlib.Path, env: dict[str, str]) -> dict:
+  """Runs the test files on this backend; the phase's row gains the JUnit counts."""
+  if importlib.util.find_spec("pytest") is None:
+    print("[tests] skipped: pytest is not installed", flush=True)
+    return {"phase": "tests", "command": "", "status": "skipped: pytest not installed",
+            "exit": None, "wall_s": 0.0, "log": ""}
+  report = out_dir / f"tests_{tag}.xml"
+  # addopts off: the project's default options name pytest-xdist, which a GPU host may lack.
+  command = [sys.executable, "-m", "pytest", *files, "-q", "-o", "addopts=", "-m",
+             "not slow and not cpu_only", "-p", "no:cacheprovider", f"--junitxml={report}"]
+  row = run_phase("tests", command, timeout_s, log_dir, env)
+  if report.exists():
+    import xml.etree.ElementTree as ElementTree
+
+    suite = ElementTree.parse(report).getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    row["tests"] = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors",
+                                                      "skipped")}
+  return row
 
 
 def run_phase(name: str, command: list[str], timeout_s: float, log_dir: pathlib.Path,
@@ -122,20 +155,23 @@ def main(argv: list[str] | None = None) -> int:
   def remaining() -> float:
     return budget - (time.time() - start)
 
+  phases.append(tests_phase(tag, DRY_TESTS if args.dry_run else GPU_TESTS, args.out_dir,
+                            0.25 * budget, workdir, env))
+
   throughput_cmd = python + ["experiments.train_throughput", "--out_dir", str(args.out_dir),
                              "--tag", tag]
   throughput_cmd += DRY_THROUGHPUT if args.dry_run else ["--batch", "0", "--steps", "5"]
-  phases.append(run_phase("throughput", throughput_cmd, 0.25 * budget, workdir, env))
+  phases.append(run_phase("throughput", throughput_cmd, 0.15 * budget, workdir, env))
 
   memory_cmd = python + ["experiments.compare_memory", "--out_dir", str(args.out_dir)]
   memory_cmd += DRY_MEMORY if args.dry_run else [
       "--device", "gpu", "--tasks", "text", "retrieval", "--segments", "8", "--batch", "32"]
-  phases.append(run_phase("memory", memory_cmd, 0.3 * budget, workdir, env))
+  phases.append(run_phase("memory", memory_cmd, 0.25 * budget, workdir, env))
 
   paper_cmd = python + ["experiments.paper_table", "--out_dir", str(args.out_dir), "--tag", tag]
   paper_cmd += DRY_PAPER if args.dry_run else [
       "--tokens", "1024", "4096", "16384", "--time_max_tokens", "16384"]
-  phases.append(run_phase("paper", paper_cmd, 0.2 * budget, workdir, env))
+  phases.append(run_phase("paper", paper_cmd, 0.15 * budget, workdir, env))
 
   listops_dir = workdir / "listops"
   seconds = remaining() - LISTOPS_OVERHEAD_S
@@ -163,11 +199,20 @@ def main(argv: list[str] | None = None) -> int:
   (args.out_dir / f"{tag}_campaign.json").write_text(json.dumps(summary, indent=1))
   lines = [f"# gpu_campaign ({summary['date']}{', DRY RUN on CPU' if args.dry_run else ''})",
            "", "| phase | status | wall (s) | command |", "|---|---|---|---|"]
-  lines += [f"| {p['phase']} | {p['status']} | {p['wall_s']:.0f} | `{p['command']}` |"
-            for p in phases]
+  lines += [f"| {p['phase']} | {p['status']}{_counts(p)} | {p['wall_s']:.0f} | "
+            f"`{p['command']}` |" for p in phases]
   (args.out_dir / f"{tag}_campaign.md").write_text("\n".join(lines) + "\n")
   print("\n".join(lines))
-  return 0 if all(p["status"] == "done" for p in phases) else 1
+  return 0 if all(p["status"] == "done" or p["status"].startswith("skipped")
+                  for p in phases) else 1
+
+
+def _counts(phase: dict) -> str:
+  counts = phase.get("tests")
+  if not counts:
+    return ""
+  return (f" ({counts['tests']} tests: {counts['failures']} failed, {counts['errors']} "
+          f"errors, {counts['skipped']} skipped)")
 
 
 if __name__ == "__main__":

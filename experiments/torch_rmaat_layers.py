@@ -24,8 +24,9 @@ from rmaat_jax.models.position import distance_kernel
 
 
 def phi(x: Tensor) -> Tensor:
-  """elu(x) + 1, strictly positive (docs/method.md section 2)."""
-  return F.elu(x) + 1.0
+  """elu(x) + 1, strictly positive (docs/method.md section 2); exp(x) for x <= 0, as the JAX
+  model computes it (expm1(x) + 1 loses exp(x)'s precision in bfloat16)."""
+  return torch.where(x > 0, x + 1.0, torch.exp(torch.clamp(x, max=0.0)))
 
 
 def gelu(x: Tensor) -> Tensor:

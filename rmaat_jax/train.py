@@ -39,6 +39,7 @@ from jax.experimental import multihost_utils
 
 from rmaat_jax import config_checks, memory, metric_logging, workdir_config
 from rmaat_jax.checkpointing import Checkpoints, Preempted, PreemptionWatcher, tree_is_finite
+from rmaat_jax.data import loaders
 from rmaat_jax.data.pipeline import get_datasets
 from rmaat_jax.errors import UserError
 from rmaat_jax.models import build_model
@@ -112,15 +113,19 @@ def _shard(batch: dict[str, np.ndarray], num_devices: int) -> dict[str, np.ndarr
 
 def _padded_batches(loader, batch_size: int, limit: int) -> Iterator[dict[str, np.ndarray]]:
   """Eval batches padded to a fixed size; `weights` marks the real examples."""
-  for i, batch in enumerate(loader):
-    if limit and i >= limit:
-      return
-    n = batch["targets"].shape[0]
-    pad = batch_size - n
-    padded = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
-              for k, v in batch.items()}
-    padded["weights"] = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-    yield padded
+  iterator = iter(loader)
+  try:
+    for i, batch in enumerate(iterator):
+      if limit and i >= limit:
+        return
+      n = batch["targets"].shape[0]
+      pad = batch_size - n
+      padded = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
+                for k, v in batch.items()}
+      padded["weights"] = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+      yield padded
+  finally:
+    loaders.close(iterator)  # a pass cut short stops its workers now, not at exit
 
 
 def _merge_leading(stacked: Metrics) -> Metrics:
@@ -284,6 +289,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     results = evaluate_best_checkpoint(config, datasets, eval_step, host_state(rstate), ckpt)
   finally:
     ckpt.close()  # also on errors: a save in flight completes
+    if "train_iter" in locals():
+      train_iter.close()  # its worker processes and their prefetched batches
   results.update(steps=step, train_loss=meta["last_window_loss"],
                  resumed_from_step=resumed_from, dataset=datasets.info.dataset,
                  data_source=datasets.info.source)

@@ -1,6 +1,11 @@
 """Test-wide settings. XLA's CPU backend spends most of a tiny model's compile time in LLVM
 optimisation; the tests compile many small programs and run each once or twice, so they
-use optimisation level 0 (same HLO passes, same numerics contract, 2-3x faster compiles)."""
+use optimisation level 0 (same HLO passes, same numerics contract, 2-3x faster compiles).
+
+On another backend (the GPU campaign's tests phase) float32 matrix products run at full
+precision, so that a tolerance means the same as on the CPU (XLA's GPU default uses TF32),
+and tests marked `cpu_only` (behaviour that exists on the CPU backend only, each saying why)
+are skipped."""
 
 import os
 
@@ -9,9 +14,23 @@ if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
       os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
 
+import jax  # noqa: E402
 import pytest  # noqa: E402
 
 from experiments.faults import listops_flags, run_main  # noqa: E402
+
+if jax.default_backend() != "cpu":
+  jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def pytest_collection_modifyitems(config, items):
+  if jax.default_backend() == "cpu":
+    return
+  for item in items:
+    marker = item.get_closest_marker("cpu_only")
+    if marker is not None:
+      why = marker.kwargs.get("reason", "")
+      item.add_marker(pytest.mark.skip(reason=f"cpu_only on {jax.default_backend()}: {why}"))
 
 
 def prepare_listops_data(data_dir) -> None:

@@ -116,3 +116,33 @@ def test_headline_command_offline_stops_at_once_naming_the_substitute(tmp_path):
     assert ("unreachable" in line) if not extra else ("download=True" in line), line
     assert "Traceback" not in process.stderr
     assert not data_dir.exists() or not any(data_dir.iterdir()), list(data_dir.rglob("*"))
+
+
+def test_a_run_resumed_with_other_data_workers_ends_as_an_uninterrupted_one(listops_data,
+                                                                            tmp_path):
+  import shutil
+
+  from experiments.faults import results_without_resume
+
+  # Validation at the end only: the state after the step-2 checkpoint is then exactly
+  # checkpoints/2 (no best checkpoint yet).
+  flags = listops_flags(listops_data, **{"train.num_steps": 4, "train.eval_every": 4,
+                                         "train.checkpoint_every": 2, "train.log_every": 2})
+  code, stderr = run_main(tmp_path / "straight", *flags)
+  assert code == 0, stderr
+  # The same run, as if killed after its step-2 checkpoint: resumed with 2 grain workers.
+  workdir = tmp_path / "resumed"
+  code, stderr = run_main(workdir, *flags)
+  assert code == 0, stderr
+  for leftover in (workdir / "checkpoints" / "4", workdir / "best", workdir / "results.json"):
+    shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+  code, stderr = run_main(workdir, *flags, "--config.data.num_workers=2")
+  assert code == 0, stderr
+  resumed, raw = results_without_resume(workdir)
+  assert raw["resumed_from_step"] == 2
+  assert resumed == results_without_resume(tmp_path / "straight")[0]
+  # Worker processes add nothing to the log: no library lines, no exit-time tracebacks.
+  lines = [line for line in stderr.splitlines() if line.strip()]
+  sources = [LOG_LINE.match(line) for line in lines]
+  assert all(sources), [line for line, m in zip(lines, sources, strict=True) if not m]
+  assert {m.group(1) for m in sources} <= PROJECT_FILES, stderr

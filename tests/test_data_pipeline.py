@@ -11,7 +11,7 @@ from data_fixtures import MODEL, SEQ, make_config, write_aan, write_fashion_mnis
 from PIL import Image
 
 from rmaat_jax.config_checks import check_devices, validate_config
-from rmaat_jax.data import batching, builders, listops, pathfinder, pipeline, preprocess
+from rmaat_jax.data import batching, builders, listops, loaders, pathfinder, pipeline, preprocess
 from rmaat_jax.data.pipeline import DataMissingError, get_datasets
 from rmaat_jax.errors import DataFormatError
 from rmaat_jax.models import ConfigError
@@ -210,6 +210,55 @@ def test_training_order_is_a_function_of_seed_and_resumable(generated_listops):
   resumed.set_state(state)
   for expected in a[3:]:
     np.testing.assert_array_equal(next(resumed)["inputs"], expected["inputs"])
+
+
+def test_batches_do_not_depend_on_the_number_of_workers(generated_listops):
+  from absl import flags
+
+  flags.FLAGS.mark_as_parsed()  # grain's worker processes read absl flags (main.py parses them)
+  config = make_config("listops", generated_listops, generate=True, seed=3, batch_size=3)
+  reference = get_datasets(config)
+  want = first_batches(reference.train, 7)
+  want_eval = list(reference.validation)
+  for workers in (1, 2):
+    config.data.num_workers = workers
+    ds = get_datasets(config)
+    for got, expected in zip(first_batches(ds.train, 7), want, strict=True):
+      np.testing.assert_array_equal(got["inputs"], expected["inputs"])
+      np.testing.assert_array_equal(got["targets"], expected["targets"])
+    got_eval = list(ds.validation)
+    assert len(got_eval) == len(want_eval)
+    for got, expected in zip(got_eval, want_eval, strict=True):
+      np.testing.assert_array_equal(got["inputs"], expected["inputs"])
+  # A position saved with 2 workers restores with 0 (and the other way) at the same batch.
+  it = iter(ds.train)
+  for _ in range(5):
+    next(it)
+  state = it.get_state()
+  config.data.num_workers = 0
+  resumed = iter(get_datasets(config).train)
+  resumed.set_state(state)
+  np.testing.assert_array_equal(next(resumed)["inputs"], want[5]["inputs"])
+  config.data.num_workers = 2
+  again = iter(get_datasets(config).train)
+  again.set_state(resumed.get_state())
+  np.testing.assert_array_equal(next(again)["inputs"], want[6]["inputs"])
+
+
+@pytest.mark.parametrize("workers", [0, 1, 3])
+@pytest.mark.parametrize("batches", [0, 1, 5, 6, 7])
+def test_a_loader_position_is_rewritten_as_grain_writes_it(workers, batches):
+  # grain's own state after `batches` batches with `workers` workers: the global index of the
+  # last element each worker returned (negative before its first), the last worker used.
+  if workers == 0:
+    want = {"0": batches - 1}
+  else:
+    want = {str(w): max((i for i in range(batches) if i % workers == w), default=w - workers)
+            for w in range(workers)}
+  state = loaders.state_at({"sampler": "s"}, batches, workers)
+  assert state["last_seen_indices"] == want and state["worker_count"] == workers
+  assert loaders.position(state) == batches
+  assert state["sampler"] == "s"
 
 
 def test_each_process_reads_its_own_shard(generated_listops):
@@ -419,8 +468,9 @@ def test_batch_reader_reads_what_tfds_reads(tmp_path):
   assert pickle.loads(pickle.dumps(reader)).read(keys[:5]) == [source[k] for k in keys[:5]]
   with pytest.raises(IndexError):
     reader.read([20])
-  # grain keeps repr(data source) in iterator states: states saved before stay valid.
-  assert repr(batching.RecordKeys(source)) == repr(builder.as_data_source(split=split))
+  # grain keeps repr(data source) in iterator states: the batch-level source shows the
+  # TFDS source's.
+  assert repr(loaders.BatchIndices(source, 3)) == repr(builder.as_data_source(split=split))
 
 
 def test_loaders_give_the_per_record_reference_batches(generated_listops):

@@ -114,4 +114,20 @@ def test_module_is_flax_dropout_interface():
   for rate in (1.0, 0.999995, -0.1):  # 0.999995 would round to 1: everything dropped
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
       dropout(jax.random.key(0), x, rate)
-  assert np.all(np.asarray(dropout(jax.random.key(0), x, 0.99999)) >= 0)  # still allowed
+  # Positive rates up to 2**-17 round to a threshold of 0: refused, not silently no dropout.
+  for rate in (1e-6, 2.0 ** -17):
+    with pytest.raises(ValueError, match=r"rounds to 0 .* at least 1\.53e-05"):
+      dropout(jax.random.key(0), x, rate)
+
+
+@pytest.mark.parametrize("rate", [0.99999, 2.0 ** -16])
+def test_extreme_rates_keep_their_realised_fraction_and_scale(rate):
+  # 0.99999 keeps 1 element in 2**16 (scaled by 2**16); 2**-16 drops 1 in 2**16.
+  p = realised_rate(rate)
+  assert p == (round(rate * 2 ** 16)) / 2 ** 16 and 0 < p < 1
+  x = jnp.ones((64, 2 ** 14))  # 2**20 elements: 16 expected on the rare side
+  y = np.asarray(dropout(jax.random.key(5), x, rate))
+  kept = y[y != 0]
+  np.testing.assert_array_equal(kept, np.float32(1 / (1 - p)))
+  rare = kept.size if p > 0.5 else y.size - kept.size
+  assert 1 <= rare <= 40, rare  # Poisson(16): outside [1, 40] with probability < 1e-6

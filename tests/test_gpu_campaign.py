@@ -15,9 +15,11 @@ def test_dry_run_runs_every_phase_and_writes_its_results(tmp_path):
   code = gpu_campaign.main(["--dry_run", "--out_dir", str(out),
                             "--workdir", str(tmp_path / "work")])
   summary = json.loads((out / "dryrun_campaign.json").read_text())
-  assert [p["phase"] for p in summary["phases"]] == ["throughput", "memory", "paper",
+  assert [p["phase"] for p in summary["phases"]] == ["tests", "throughput", "memory", "paper",
                                                      "listops"]
   assert code == 0, summary
+  tests = summary["phases"][0]["tests"]
+  assert tests["tests"] > 5 and tests["failures"] == tests["errors"] == 0, tests
   throughput = json.loads((out / "train_throughput_dryrun.json").read_text())["rows"]
   assert throughput[0]["config"] == "lra_image" and throughput[0]["step_s"] > 0
   memory = json.loads((out / "compare_memory_cpu_toy.json").read_text())["rows"]

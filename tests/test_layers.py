@@ -26,14 +26,23 @@ def _gelu_slope_float64(x):
   return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x)
 
 
-@pytest.mark.parametrize("ours, reference, slope", [
-    (gelu, lambda x: nn.gelu(x), _gelu_slope_float64),
+def _elu_plus_one_float64(x):
+  x = np.float64(x)
+  return np.where(x > 0, x + 1, np.exp(x))
+
+
+@pytest.mark.parametrize("ours, reference, slope, value64", [
+    (gelu, lambda x: nn.gelu(x), _gelu_slope_float64, None),
     (elu_plus_one, lambda x: jax.nn.elu(x) + 1.0,
-     lambda x: np.where(np.float64(x) > 0, 1.0, np.exp(np.float64(x)))),
+     lambda x: np.where(np.float64(x) > 0, 1.0, np.exp(np.float64(x))), _elu_plus_one_float64),
 ])
-def test_activation_values_and_gradients_match(ours, reference, slope):
+def test_activation_values_and_gradients_match(ours, reference, slope, value64):
   x = _inputs((4, 33, 16))
-  np.testing.assert_array_equal(ours(x), reference(x))
+  if value64 is None:
+    np.testing.assert_array_equal(ours(x), reference(x))
+  else:  # exp(x) for x <= 0: within an ulp of the truth, jax's expm1(x) + 1 within 1e-7
+    np.testing.assert_allclose(ours(x), value64(x), rtol=1.2e-7, atol=0)
+    np.testing.assert_allclose(ours(x), reference(x), rtol=0, atol=1.2e-7)
   w = jax.random.normal(jax.random.key(1), x.shape)
   grad = jax.grad(lambda x: jnp.sum(ours(x) * w))(x)
   autodiff = jax.grad(lambda x: jnp.sum(reference(x) * w))(x)
@@ -42,6 +51,20 @@ def test_activation_values_and_gradients_match(ours, reference, slope):
   np.testing.assert_allclose(grad, autodiff, rtol=1e-5, atol=2e-5)
   # Against the float64 derivative: a few float32 ulps everywhere, tails included.
   np.testing.assert_allclose(grad, slope(x) * np.float64(w), rtol=3e-6, atol=1e-7)
+
+
+def test_elu_plus_one_keeps_its_precision_and_positivity_in_bfloat16():
+  # expm1(x) + 1 in bf16 loses exp(x) below the mantissa of 1 (58 % slope error on
+  # (-6, -5], exactly 0 below about -6.3); the value and slope must hold to bf16 precision.
+  x = jnp.linspace(-12.0, 4.0, 4097).astype(jnp.bfloat16)
+  x64 = np.asarray(x, np.float64)
+  want = np.where(x64 > 0, x64 + 1, np.exp(x64))
+  y = np.asarray(elu_plus_one(x), np.float64)
+  assert np.all(y > 0)
+  np.testing.assert_allclose(y, want, rtol=2 ** -8)  # bf16: 8 significant bits
+  slope = np.asarray(jax.grad(lambda x: jnp.sum(elu_plus_one(x).astype(jnp.float32)))(x),
+                     np.float64)
+  np.testing.assert_allclose(slope, np.where(x64 > 0, 1.0, np.exp(x64)), rtol=2 ** -7)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])

@@ -110,9 +110,11 @@ def test_dropout_is_active_and_keyed():
   np.testing.assert_array_equal(run_rbg(1), run_rbg(1))
   assert not np.allclose(run(1), run(2))
   assert not np.allclose(run_rbg(1), run_rbg(2))
-  # On CPU "auto" is threefry: the step's key itself, no RngBitGenerator.
-  np.testing.assert_array_equal(run(1), runner("threefry")(1))
-  assert not np.allclose(run(1), run_rbg(1))
+  # "auto" is threefry on CPU (the step's key itself, no RngBitGenerator), rbg elsewhere.
+  auto = "threefry" if jax.default_backend() == "cpu" else "rbg"
+  other = {"threefry": "rbg", "rbg": "threefry"}[auto]
+  np.testing.assert_array_equal(run(1), runner(auto)(1))
+  assert not np.allclose(run(1), runner(other)(1))
   model = build_model(cfg)
   eval_logits = jax.jit(lambda: model.apply(variables, tokens, train=False))()
   np.testing.assert_array_equal(eval_logits, jax.jit(lambda: model.apply(variables, tokens))())
@@ -305,3 +307,58 @@ def test_bfloat16_computes_in_bf16_and_accumulates_gradients_in_float32(backprop
   err = sum(float(jnp.sum((a - b) ** 2))
             for a, b in zip(jax.tree_util.tree_leaves(grads), ref, strict=True))
   assert np.sqrt(err / sum(float(jnp.sum(b ** 2)) for b in ref)) < 0.03
+
+
+def _recorded_masks(cfg, run):
+  """Runs `run()` with every Dropout call reporting its drop mask to the host: a list of
+  (shape, bytes), one per call executed (forward, and AMRB's replay under grad)."""
+  import flax.linen as nn
+
+  from rmaat_jax.models.dropout import Dropout
+
+  masks = []
+
+  def record(mask):
+    masks.append((mask.shape, np.asarray(mask).tobytes()))
+
+  def interceptor(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    if isinstance(context.module, Dropout) and context.method_name == "__call__":
+      jax.debug.callback(record, out == 0)
+    return out
+
+  with nn.intercept_methods(interceptor):
+    jax.block_until_ready(run())
+  jax.effects_barrier()
+  return masks
+
+
+def test_dropout_masks_differ_by_segment_layer_site_and_step_and_amrb_replays_them():
+  cfg = {**TINY, "pad_id": -1, "num_segments": 3, "seq_len": 18, "dropout_rate": 0.5,
+         "backprop": "amrb", "retention": "none"}
+  tokens = _tokens({**cfg, "pad_id": 0})  # no padding id: no zero from masking
+  variables = _init(cfg, tokens)
+  model = build_model(cfg)
+
+  def forward(seed):
+    return lambda: jax.jit(lambda v: model.apply(v, tokens, train=True, rngs={
+        "dropout": jax.random.key(seed)}))(variables)
+
+  step_1 = _recorded_masks(cfg, forward(1))
+  sites = cfg["num_segments"] * cfg["num_layers"] * 3  # attention, MLP hidden, MLP output
+  assert len(step_1) == sites
+  assert len(set(step_1)) == sites  # every segment, layer and site draws its own mask
+  assert not set(step_1) & set(_recorded_masks(cfg, forward(2)))  # and every step
+
+  def grad():
+    def loss(params):
+      return jnp.sum(model.apply({"params": params}, tokens, train=True,
+                                 rngs={"dropout": jax.random.key(1)}) ** 2)
+    return jax.jit(jax.grad(loss))(variables["params"])
+
+  with_replay = _recorded_masks(cfg, grad)
+  # The forward's masks, then the replay's: per segment blocks 0..L-2 again and each block
+  # once more under vjp. The replay draws no mask the forward did not.
+  replays = cfg["num_segments"] * (2 * cfg["num_layers"] - 1) * 3
+  assert len(with_replay) == sites + replays
+  assert set(with_replay) == set(step_1)

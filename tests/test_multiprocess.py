@@ -8,6 +8,7 @@ global batches as one process with 4 devices.
 import json
 
 import numpy as np
+import pytest
 
 from experiments.faults import listops_flags, run_main, run_two_processes
 
@@ -17,6 +18,7 @@ FLAGS = {"train.batch_size": 8, "train.num_steps": 3, "train.log_every": 1,
          "train.warmup_steps": 0, "train.learning_rate": 3e-3}
 
 
+@pytest.mark.cpu_only(reason="2 processes x 2 forced CPU host devices over gloo")
 def test_two_processes_train_like_one_process_with_as_many_devices(listops_data, tmp_path):
   code, stderr = run_main(tmp_path / "one", *listops_flags(listops_data, **FLAGS), devices=4)
   assert code == 0, stderr

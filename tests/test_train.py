@@ -100,6 +100,7 @@ def test_loss_goes_down_on_a_learnable_task(tmp_path):
 
 # --- the command line, in subprocesses ---------------------------------------------------
 
+@pytest.mark.cpu_only(reason="forces 2 CPU host devices; a GPU host shows its own")
 def test_two_devices_match_one_device(listops_data, tmp_path):
   # Six full-rate updates (no warmup): without the gradient mean over devices each device
   # would step on its half batch's gradient and the losses would part by far more than 1e-5.
@@ -155,6 +156,7 @@ def test_user_errors_exit_2_with_one_line(tmp_path, overrides, message):
   assert "Traceback" not in stderr
 
 
+@pytest.mark.cpu_only(reason="forces 2 CPU host devices; a GPU host shows its own")
 def test_batch_not_divisible_by_devices(tmp_path):
   code, stderr = run_main(tmp_path / "work", "--config.train.batch_size=3",
                           f"--config.data.data_dir={tmp_path}", devices=2)

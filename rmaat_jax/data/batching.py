@@ -1,8 +1,8 @@
 """TFDS records to model batches: decode, pad and check a whole batch with numpy.
 
-grain orders, shards and checkpoints record keys (RecordKeys, GlobalBatchSampler); each
-batch's records are then read with one ArrayRecord call per file (BatchReader) and decoded,
-padded and checked in one go (ToModelInputs). Used by pipeline.get_datasets.
+The training order (GlobalBatchSampler) is a function of the seed; a batch's records are
+read with one ArrayRecord call per file (BatchReader) and decoded, padded and checked in one
+go (ToModelInputs). loaders.py builds grain loaders of whole batches from these.
 """
 
 from __future__ import annotations
@@ -124,24 +124,6 @@ class ToModelInputs:
     return {"inputs": batch["inputs"][0], "targets": batch["targets"][0]}
 
 
-class RecordKeys:
-  """A grain data source of record keys: the loader's batch_fn (ReadAndDecode) reads the
-  records of a whole batch at once. Its repr is the TFDS source's, which grain stores in
-  (and checks against) the iterator state, so checkpoints written before still restore."""
-
-  def __init__(self, source):
-    self.source = source
-
-  def __len__(self) -> int:
-    return len(self.source)
-
-  def __getitem__(self, key: int) -> int:
-    return key
-
-  def __repr__(self) -> str:
-    return repr(self.source)
-
-
 class BatchReader:
   """Reads a batch of records of a TFDS ArrayRecord split, with one read per file.
 
@@ -153,7 +135,7 @@ class BatchReader:
   """
 
   def __init__(self, source):
-    self.source = source
+    self.source, self.num_records = source, len(source)
     self._files: list[tuple[str, int]] = []  # (path, position of the split's first record)
     self._starts: list[int] = []  # the split's key of each file's first record
     if (isinstance(getattr(source, "data_source", None),
@@ -166,8 +148,10 @@ class BatchReader:
         start += instruction.take
     self._readers: dict[int, Any] = {}
 
-  def __getstate__(self) -> dict[str, Any]:  # grain workers open their own readers
-    return {**self.__dict__, "_readers": {}}
+  def __getstate__(self) -> dict[str, Any]:
+    # grain workers open their own readers; with the files known they need no TFDS source
+    # (unpickling one rebuilds its builder, and logs about it, in every worker).
+    return {**self.__dict__, "_readers": {}, "source": None if self._files else self.source}
 
   def read(self, keys: Sequence[int]) -> list[Any]:
     """The records of `keys` (raw bytes, or whatever a non-ArrayRecord source gives)."""
@@ -175,8 +159,8 @@ class BatchReader:
       return [self.source[key] for key in keys]
     by_file: dict[int, list[tuple[int, int]]] = {}
     for i, key in enumerate(keys):
-      if not 0 <= key < len(self.source):
-        raise IndexError(f"record key {key} outside [0, {len(self.source)})")
+      if not 0 <= key < self.num_records:
+        raise IndexError(f"record key {key} outside [0, {self.num_records})")
       f = bisect.bisect_right(self._starts, key) - 1
       by_file.setdefault(f, []).append((i, key - self._starts[f] + self._files[f][1]))
     records: list[Any] = [None] * len(keys)
@@ -190,24 +174,14 @@ class BatchReader:
     return records
 
 
-class ReadAndDecode:
-  """grain.Batch's batch_fn: record keys -> one batch of model inputs."""
-
-  def __init__(self, reader: BatchReader, transform: ToModelInputs):
-    self.reader, self.transform = reader, transform
-
-  def __call__(self, keys: Sequence[int]) -> dict[str, np.ndarray]:
-    return self.transform(self.reader.read(keys))
-
-
 class GlobalBatchSampler:
   """Training order as global batches: process p of P reads slice p of every global batch.
 
   The global order is grain's IndexSampler over all records (no sharding), so the batches
   the model sees do not depend on how many processes read them: 2 processes x 2 devices
   train exactly like 1 process x 4 devices, and 1 process reproduces IndexSampler's own
-  order. The DataLoader asks for local indices 0, 1, 2, ...; local index i is element i % b
-  of this process's slice of global batch i // b (b = global batch / P).
+  order. Local index i is element i % b of this process's slice of global batch i // b
+  (b = global batch / P); loaders.TrainBatches reads it a batch at a time.
   """
 
   def __init__(self, num_records: int, global_batch: int, process_index: int,

@@ -8,10 +8,11 @@ per-process batch. The training order is a pure function of (train.seed, step): 
 IndexSampler shuffles deterministically, and the iterator state is checkpointable
 (`iterator.get_state()` / `set_state()`), so a resumed run sees the same batches.
 
-grain orders, shards and checkpoints record keys; each batch's records are then read and
-decoded in one go (batching.py): 6,000-11,000 examples/s per process at batch 32 on one
-core, 6-9x the per-record reading before (experiments/data_throughput.py).
-data.num_workers runs this in grain worker processes.
+grain orders and checkpoints batches (loaders.py: one grain record per batch, so the
+batches do not depend on data.num_workers, and a run resumes under another number of
+workers); each batch's records are read and decoded in one go (batching.py): 6,000-11,000
+examples/s per process at batch 32 on one core, 6-9x the per-record reading before
+(experiments/data_throughput.py). data.num_workers runs this in grain worker processes.
 """
 
 from __future__ import annotations
@@ -27,18 +28,12 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-import grain.python as grain
 import tensorflow_datasets as tfds
 
 from rmaat_jax import console
 from rmaat_jax.data import builders, listops, pathfinder
-from rmaat_jax.data.batching import (
-    BatchReader,
-    GlobalBatchSampler,
-    ReadAndDecode,
-    RecordKeys,
-    ToModelInputs,
-)
+from rmaat_jax.data.batching import ToModelInputs
+from rmaat_jax.data.loaders import EvalLoader, TrainLoader
 from rmaat_jax.data.tasks import TASKS, Task, get_task, model_facts, recall_spec, resolve_task
 from rmaat_jax.errors import DataMissingError
 
@@ -67,9 +62,9 @@ class DataInfo:
 
 @dataclasses.dataclass
 class Datasets:
-  train: grain.DataLoader  # endless, shuffled
-  validation: grain.DataLoader  # one pass, in order, last batch may be short
-  test: grain.DataLoader
+  train: TrainLoader  # endless, shuffled; its iterator resumes under any num_workers
+  validation: EvalLoader  # one pass, in order, last batch may be short
+  test: EvalLoader
   info: DataInfo
 
 
@@ -222,12 +217,6 @@ def _data_source(builder, split: str, name: str):
         "prepare again.") from e
 
 
-# Records are read one after another in the loader's thread (or in each of data.num_workers
-# processes). grain's default, a pool of 16 threads reading 500 records ahead, cost ~0.5 ms
-# per record on 2 cores (the GIL and futures, for reads of ~20 us), 4-5x the rest together.
-_READ_OPTIONS = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
-
-
 def get_datasets(config, *, process_index: int = 0, process_count: int = 1,
                  barrier: Callable[[], None] | None = None) -> Datasets:
   """Train / validation / test loaders for `config.data.dataset`, for this process.
@@ -253,26 +242,14 @@ def get_datasets(config, *, process_index: int = 0, process_count: int = 1,
   workers = int(data_config.num_workers)
   per_process = batch_size // process_count
 
-  def loader(source, *, train: bool) -> grain.DataLoader:
-    if train:
-      sampler = GlobalBatchSampler(len(source), batch_size, process_index, process_count,
-                                   seed=int(config.train.seed))
-      shard = grain.NoSharding()  # the sampler gives each process its slice
-    else:  # one pass in order; equal shards, so every process runs as many eval steps
-      shard = grain.ShardOptions(process_index, process_count, drop_remainder=True)
-      sampler = grain.IndexSampler(num_records=len(source), shard_options=shard,
-                                   shuffle=False, num_epochs=1)
-    batch = grain.Batch(per_process, drop_remainder=train,
-                        batch_fn=ReadAndDecode(BatchReader(source), transform))
-    return grain.DataLoader(data_source=RecordKeys(source), sampler=sampler, shard_options=shard,
-                            operations=[batch], worker_count=workers,
-                            read_options=_READ_OPTIONS)
-
+  train = TrainLoader(sources[0], transform, batch_size, process_index, process_count,
+                      int(config.train.seed), workers)
+  validation, test = (EvalLoader(source, transform, per_process, process_index, process_count,
+                                 workers) for source in sources[1:])
   info = DataInfo(
       dataset=name, source=source, vocab_size=task.vocab_size,
       num_classes=task.num_classes, seq_len=seq_len, pad_id=task.pad_id,
       dual_encoder=task.kind == "pair",
       num_examples={s: len(src) for s, src in zip(("train", "validation", "test"), sources,
                                                   strict=True)})
-  return Datasets(loader(sources[0], train=True), loader(sources[1], train=False),
-                  loader(sources[2], train=False), info)
+  return Datasets(train, validation, test, info)

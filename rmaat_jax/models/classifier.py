@@ -152,7 +152,7 @@ class RMAATClassifier(nn.Module):
     last_tokens = (segments[-1] if skip_pad_id is None
                    else last_real_tokens(segments, skip_pad_id))
     pooled = nn.LayerNorm(name="pool_norm")(
-        pool(z_last.astype(jnp.float32), cfg, last_tokens))
+        pool(z_last.astype(jnp.promote_types(z_last.dtype, jnp.float32)), cfg, last_tokens))
 
     if cfg.dual_encoder:
       u, v = pooled[0::2], pooled[1::2]

@@ -15,7 +15,7 @@ from typing import Any
 from rmaat_jax.errors import ConfigError
 
 __all__ = ["BOOL_FIELDS", "CHOICES", "ConfigError", "FLOAT_FIELDS", "MAX_DROPOUT_RATE",
-           "ModelConfig", "POSITIVE_INT_FIELDS"]
+           "MIN_DROPOUT_RATE", "ModelConfig", "POSITIVE_INT_FIELDS", "dropout_realises_nothing"]
 
 
 CHOICES = {
@@ -112,6 +112,13 @@ BOOL_FIELDS = ("hebbian_sigmoid", "dual_encoder", "skip_empty_segments")
 FLOAT_FIELDS = ("dropout_rate", "position_scale", "alpha")
 # models/dropout.py rounds the rate to a multiple of 2**-16; from here on it would be 1.
 MAX_DROPOUT_RATE = 1.0 - 2.0 ** -17
+# The smallest rate dropout applies: 2**-16. Positive rates up to 2**-17 round to 0.
+MIN_DROPOUT_RATE = 2.0 ** -16
+
+
+def dropout_realises_nothing(rate: float) -> bool:
+  """A positive rate that dropout's 16-bit decisions round to 0 (no element dropped)."""
+  return rate > 0 and round(rate * 2 ** 16) == 0
 
 
 def _validate(cfg: ModelConfig) -> None:
@@ -147,6 +154,10 @@ def _validate(cfg: ModelConfig) -> None:
   if cfg.retention == "reset" and cfg.retention_backward != "exact":
     raise ConfigError(f"model.retention_backward={cfg.retention_backward!r}: with "
                       "model.retention='reset' no gradient crosses a segment; use 'exact'")
+  if dropout_realises_nothing(cfg.dropout_rate):
+    raise ConfigError(f"model.dropout_rate={cfg.dropout_rate!r}: dropout decides with 16 "
+                      "random bits, so this rate rounds to 0 and nothing would be dropped; "
+                      f"use 0 or at least {MIN_DROPOUT_RATE:.3g} (2**-16)")
   if not 0 < cfg.position_scale < math.inf:
     raise ConfigError(f"model.position_scale={cfg.position_scale!r}: must be finite and > 0")
   if not 0 <= cfg.alpha < math.inf:

@@ -38,7 +38,7 @@ import numpy as np
 from jax import lax
 from jax.extend.random import threefry_2x32
 
-from rmaat_jax.models.config import MAX_DROPOUT_RATE
+from rmaat_jax.models.config import MAX_DROPOUT_RATE, MIN_DROPOUT_RATE, dropout_realises_nothing
 
 Array = jax.Array
 BITS = 16
@@ -70,6 +70,9 @@ def dropout(key: Array, x: Array, rate: float) -> Array:
   if not 0.0 <= rate < MAX_DROPOUT_RATE:
     raise ValueError(f"dropout rate must be in [0, 1) and below 1 - 2**-17 (it rounds to a "
                      f"multiple of 2**-16), got {rate}")
+  if dropout_realises_nothing(rate):
+    raise ValueError(f"dropout rate {rate} rounds to 0 at 16 bits (nothing would be "
+                     f"dropped); use 0 or at least {MIN_DROPOUT_RATE:.3g} (2**-16)")
   threshold = _threshold(rate)
   if threshold == 0:
     return x

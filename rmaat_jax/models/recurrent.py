@@ -142,8 +142,9 @@ def make_amrb(step: SegmentLayers, rf: np.ndarray, num_memory: int,
   layer's activations of the segment live, one forward fewer). `reset_memory`: every
   segment reads mem0 (see the module docstring); dL/dmem0 is then the sum over segments.
   `rf_backward`: the factors the replay scales dL/dmem_{t+1} by (default: `rf`, exact)."""
-  rf_all = np.asarray(rf, np.float32)
-  rf_seed = rf_all if rf_backward is None else np.asarray(rf_backward, np.float32)
+  # float64 constants, cast to the memory's dtype where used (float32, or float64 in x64).
+  rf_all = np.asarray(rf, np.float64)
+  rf_seed = rf_all if rf_backward is None else np.asarray(rf_backward, np.float64)
 
   def forward_scan(weights, mem0, segments, key):
     return _scan_segments(step, weights, mem0, segments, rf_all, key, num_memory,
