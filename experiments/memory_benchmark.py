@@ -12,6 +12,8 @@ results rows are merged by key, so a stopped invocation loses nothing. Parts:
   the query in segment T) for RMAAT with the paper's retention, without it (`none`) and with
   the memory cut (`reset`), RMT and RLT, pre-LN blocks; RMAAT `paper` / `none` also post-LN.
   Each row also holds the compiled memory of its training step and of the same step in BPTT.
+  A variant that stayed at chance at two shorter T in a row is not trained at longer T
+  (`--stop_after_chance 0` trains every T); its rows say so.
 - capacity: RMAAT (`none`, pre-LN) with 1-8 pairs and 1 or 4 memory tokens at T = 4, and the
   T = 1 control for each number of pairs.
 - length: the T = 8 models (`paper`, `streaming`, `none`) evaluated, forward only, at 16 to
@@ -48,6 +50,7 @@ PARTS = ("distance", "capacity", "length", "diagnosis", "memory")
 ROW_KEY = key_of(("part", "variant", "segments", "pairs", "memory_tokens", "eval_segments",
                   "steps"))
 MIB = 2.0 ** 20
+CHANCE_MARGIN = 0.05  # "at chance": test accuracy at most chance + this
 LABELS = {"rmaat": "RMAAT", "rmt": "RMT", "rlt": "RLT"}
 LAYOUT_LABELS = {"pre_ln": "pre-LN", "post_ln": "post-LN"}
 
@@ -154,9 +157,35 @@ def step_memory(config: ml_collections.ConfigDict, backprop: str | None = None) 
   return gradient_step_profile(model, config.train.batch_size)["total"] / MIB
 
 
+def at_chance_before(run: Run, args, known: dict[str, dict]) -> list[int]:
+  """The last `args.stop_after_chance` shorter distances at which this variant (same model,
+  retention and layout) stayed at chance, if it did at all of them: a longer T is then
+  not trained (memory cannot carry further than it carries nothing)."""
+  count = args.stop_after_chance
+  shorter = [t for t in args.segments if t < run.segments][-count:] if count else []
+  found = []
+  for t in shorter:
+    row = known.get(ROW_KEY({"part": "distance", "variant": run.label(), "segments": t,
+                             "pairs": run.pairs, "memory_tokens": run.memory_tokens,
+                             "eval_segments": None, "steps": run.steps}))
+    if row is None or row.get("test_accuracy") is None:
+      return []
+    if row["test_accuracy"] > row["chance"] + CHANCE_MARGIN:
+      return []
+    found.append(t)
+  return found if len(found) == count else []
+
+
 def training_row(part: str, run: Run, args, known: dict[str, dict]) -> dict:
-  results = train_run(run, args)
-  config = results.pop("config")
+  skip = at_chance_before(run, args, known) if part == "distance" else []
+  if skip:
+    print(f"not training {run.name}: at chance at T = {skip}", flush=True)
+    config = run.config(args)
+    results = {k: None for k in ("test_accuracy", "val_accuracy", "best_step", "train_loss",
+                                 "wall_s")}
+  else:
+    results = train_run(run, args)
+    config = results.pop("config")
   row = {"part": part, "variant": run.label(), "run": run.name, "model": run.model,
          "retention": run.retention, "retention_backward": run.retention_backward,
          "layout": run.layout, "segments": run.segments, "pairs": run.pairs,
@@ -164,7 +193,8 @@ def training_row(part: str, run: Run, args, known: dict[str, dict]) -> dict:
          "batch": config.train.batch_size, "segment_len": config.data.recall.segment_len,
          "chance": 1.0 / config.data.recall.num_values, "eval_segments": None,
          **{k: results[k] for k in ("test_accuracy", "val_accuracy", "best_step",
-                                    "train_loss", "wall_s")}}
+                                    "train_loss", "wall_s")},
+         "not_trained": f"at chance at T = {', '.join(map(str, skip))}" if skip else None}
   before = known.get(ROW_KEY(row), {})
   if before.get("run") == run.name and "step_memory_mib" in before:
     row.update({k: before[k] for k in ("step_memory_mib", "bptt_step_memory_mib")})
@@ -229,6 +259,9 @@ def parse_args(argv=None):
   parser.add_argument("--eval_examples", type=int, default=512)
   parser.add_argument("--sizes", type=int, nargs=3, default=[20_000, 1_000, 1_000])
   parser.add_argument("--eval_every", type=int, default=100)
+  parser.add_argument("--stop_after_chance", type=int, default=2,
+                      help="distance: do not train a variant at longer T once it stayed at "
+                           "chance at this many shorter T in a row (0: train every T)")
   parser.add_argument("--machine", default=None)
   parser.add_argument("--report", action="store_true", help="only redo tables and plot")
   return parser.parse_args(argv)

@@ -20,7 +20,11 @@ def _rows(payload: dict, part: str) -> list[dict]:
 
 
 def _acc(row: dict | None) -> str:
-  return "-" if row is None else f"{row['test_accuracy']:.3f}"
+  if row is None:
+    return "-"
+  if row.get("test_accuracy") is None:
+    return "(chance)" if row.get("not_trained") else "-"
+  return f"{row['test_accuracy']:.3f}"
 
 
 def _by(rows: list[dict], *fields: str) -> dict:
@@ -44,6 +48,10 @@ def distance_table(payload: dict) -> list[str]:
   for variant in variants:
     lines.append(f"| {variant} | " + " | ".join(_acc(cell.get((variant, t)))
                                                  for t in segments) + " |")
+  if any(r.get("not_trained") for r in rows):
+    lines += ["", "(chance): not trained, because the same model stayed at chance at the two "
+              "shorter distances before (a memory that carries nothing across T segments "
+              "carries nothing across more; `--stop_after_chance 0` trains them)."]
   return lines + [""]
 
 
@@ -150,7 +158,8 @@ def plot(payload: dict, path: pathlib.Path) -> None:
   (dist, mem), (cap, length) = axes
   curves = defaultdict(list)
   for r in _rows(payload, "distance"):
-    curves[r["variant"]].append((r["segments"], r["test_accuracy"]))
+    if r["test_accuracy"] is not None:
+      curves[r["variant"]].append((r["segments"], r["test_accuracy"]))
   for variant, points in curves.items():
     style = ":" if "post-LN" in variant else "-"
     dist.plot(*_xy(points), style, marker="o", label=variant)
