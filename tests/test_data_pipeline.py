@@ -1,6 +1,7 @@
 """get_datasets: every task through TFDS (ArrayRecord) + grain, on mock or fixture data."""
 
 import gzip
+import json
 import pathlib
 import pickle
 
@@ -243,6 +244,23 @@ def test_batches_do_not_depend_on_the_number_of_workers(generated_listops):
   again = iter(get_datasets(config).train)
   again.set_state(resumed.get_state())
   np.testing.assert_array_equal(next(again)["inputs"], want[6]["inputs"])
+
+
+def test_a_position_written_by_the_earlier_per_record_loader_is_continued(generated_listops):
+  # Earlier versions batched records with grain.Batch: after k batches of 3 their state
+  # said "record 3k - 1 seen" under a GlobalBatchSampler. Without workers that is batch k.
+  config = make_config("listops", generated_listops, generate=True, seed=3, batch_size=3)
+  ds = get_datasets(config)
+  want = first_batches(ds.train, 5)
+  it = iter(ds.train)
+  state = json.loads(it.get_state().decode())
+  old = {**state, "last_seen_indices": {"0": 4 * 3 - 1}, "last_worker_index": -1,
+         "worker_count": 0, "sampler": "GlobalBatchSampler(num_records=24, global_batch=3, "
+                                       "process=0/1, seed=3)"}
+  it.set_state(json.dumps(old).encode())
+  np.testing.assert_array_equal(next(it)["inputs"], want[4]["inputs"])
+  with pytest.raises(ValueError, match="data.num_workers=2 by an earlier rmaat_jax"):
+    it.set_state(json.dumps({**old, "worker_count": 2}).encode())
 
 
 @pytest.mark.parametrize("workers", [0, 1, 3])

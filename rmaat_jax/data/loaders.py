@@ -129,7 +129,7 @@ class TrainLoader:
                           transform, workers)
 
   def __iter__(self) -> TrainIterator:
-    return TrainIterator(iter(self.loader), self.workers)
+    return TrainIterator(iter(self.loader), self.workers, self.sampler)
 
 
 class EvalLoader:
@@ -182,16 +182,29 @@ class BatchIterator(Iterator):
 class TrainIterator(BatchIterator):
   """The training iterator; its checkpoint restores under any number of workers."""
 
-  def __init__(self, iterator, workers: int):
+  def __init__(self, iterator, workers: int, sampler: TrainBatches):
     super().__init__(iterator)
-    self.workers = workers
+    self.workers, self.sampler = workers, sampler
 
   def get_state(self) -> bytes:
     return self.iterator.get_state()
 
   def set_state(self, state: bytes) -> None:
     saved = json.loads(state.decode())
-    converted = state_at(saved, position(saved), self.workers)
+    batches = position(saved)
+    if str(saved.get("sampler", "")).startswith("GlobalBatchSampler("):
+      # Written by the per-record loaders of earlier versions: without workers its position
+      # counts records of the same batches in the same order; with workers, batches were
+      # drawn per worker and the order cannot be continued.
+      if saved.get("worker_count"):
+        raise ValueError(
+            "this checkpoint's data position was written with data.num_workers="
+            f"{saved['worker_count']} by an earlier rmaat_jax, whose batches depended on the "
+            "number of workers; it cannot be continued exactly: finish the run with that "
+            "version, or start a fresh --workdir")
+      batches //= self.sampler.per_process
+      saved["sampler"] = repr(self.sampler)
+    converted = state_at(saved, batches, self.workers)
     self.iterator.set_state(json.dumps(converted).encode())
 
   def start_prefetch(self) -> None:  # grain's checkpoint handler calls it after a restore
