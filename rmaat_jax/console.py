@@ -21,13 +21,48 @@ _PROJECT_PATHS = tuple(os.sep + p + os.sep for p in ("rmaat_jax", "configs", "ex
 _quiet = False
 
 
+# asyncio's reports of futures nobody awaited: after orbax fails to restore a corrupt
+# checkpoint (which the trainer reports in its own warning line), its other reads end so.
+_ABANDONED = ("Task exception was never retrieved", "Future exception was never retrieved")
+
+
 class ProjectOnly(logging.Filter):
-  """Passes this project's records and any record at ERROR or above."""
+  """Passes this project's records and any record at ERROR or above (but asyncio's
+  abandoned futures)."""
 
   def filter(self, record: logging.LogRecord) -> bool:
+    if record.name == "asyncio" and str(record.msg).startswith(_ABANDONED):
+      return False
     if record.levelno >= logging.ERROR:
       return True
     return any(p in record.pathname for p in _PROJECT_PATHS)
+
+
+def _closed_event_loop(error_type, error, traceback) -> bool:
+  """An "Event loop is closed" error raised inside asyncio's call_soon_threadsafe.
+
+  orbax restores a checkpoint inside an asyncio loop; when the restore fails (a corrupt
+  checkpoint, which the trainer then moves aside) the loop closes while tensorstore's read
+  futures are still pending, and each of them later completes on a C++ thread whose
+  callback schedules into the closed loop. The error reaches sys.unraisablehook from there,
+  not from any code of ours, once per pending read, and would print a traceback on a run
+  that works."""
+  if error_type is not RuntimeError or str(error) != "Event loop is closed":
+    return False
+  frames = []
+  while traceback is not None:
+    frames.append(traceback.tb_frame.f_code.co_name)
+    traceback = traceback.tb_next
+  return "call_soon_threadsafe" in frames
+
+
+def _quiet_unraisablehook(hook):
+  def unraisablehook(unraisable):
+    if _closed_event_loop(unraisable.exc_type, unraisable.exc_value,
+                          unraisable.exc_traceback):
+      return  # --verbosity=1 keeps Python's own hook, which prints them
+    hook(unraisable)
+  return unraisablehook
 
 
 def configure(verbosity: int) -> None:
@@ -36,6 +71,7 @@ def configure(verbosity: int) -> None:
   _quiet = verbosity < 1
   if not _quiet:
     return
+  sys.unraisablehook = _quiet_unraisablehook(sys.unraisablehook)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # XLA's C++ INFO lines
   for handler in logging.getLogger().handlers:
     handler.addFilter(ProjectOnly())
