@@ -139,14 +139,17 @@ def train_run(run: Run, args) -> dict:
   config = run.config(args)
   workdir = args.workdir / "runs" / run.name
   done = workdir / "results.json"
+  trained = workdir / "provenance.json"  # when, where and from which commit it trained
   if done.exists():
     results = json.loads(done.read_text())
   else:
     print(f"training {run.name} ({run.label()})", flush=True)
     results = train.train_and_evaluate(config, str(workdir))
+    trained.write_text(json.dumps(provenance(args.machine)))
   walls = [w for rows in read_scalars(workdir).values() for _, w, _ in rows]
   return {**results, "wall_s": max(walls) - min(walls) if walls else None,
-          "config": config}
+          "config": config,
+          "provenance": json.loads(trained.read_text()) if trained.exists() else {}}
 
 
 def step_memory(config: ml_collections.ConfigDict, backprop: str | None = None) -> float:
@@ -186,6 +189,7 @@ def training_row(part: str, run: Run, args, known: dict[str, dict]) -> dict:
   else:
     results = train_run(run, args)
     config = results.pop("config")
+    trained = results.pop("provenance")
   row = {"part": part, "variant": run.label(), "run": run.name, "model": run.model,
          "retention": run.retention, "retention_backward": run.retention_backward,
          "layout": run.layout, "segments": run.segments, "pairs": run.pairs,
@@ -194,7 +198,8 @@ def training_row(part: str, run: Run, args, known: dict[str, dict]) -> dict:
          "chance": 1.0 / config.data.recall.num_values, "eval_segments": None,
          **{k: results[k] for k in ("test_accuracy", "val_accuracy", "best_step",
                                     "train_loss", "wall_s")},
-         "not_trained": f"at chance at T = {', '.join(map(str, skip))}" if skip else None}
+         "not_trained": f"at chance at T = {', '.join(map(str, skip))}" if skip else None,
+         **({} if skip else trained)}
   before = known.get(ROW_KEY(row), {})
   if before.get("run") == run.name and "step_memory_mib" in before:
     row.update({k: before[k] for k in ("step_memory_mib", "bptt_step_memory_mib")})
@@ -276,7 +281,8 @@ def main(argv=None) -> None:
     known = {ROW_KEY(row): row for row in read_rows(path)}
 
     def save(rows: list[dict]) -> None:
-      merged = merge_rows(path, [{**row, **meta} for row in rows], ROW_KEY, meta=meta)
+      # A row's own provenance (the training run's) wins over this invocation's.
+      merged = merge_rows(path, [{**meta, **row} for row in rows], ROW_KEY, meta=meta)
       known.update({ROW_KEY(row): row for row in merged})
 
     jobs = []
