@@ -99,8 +99,11 @@ def test_linear_attention_matches_reference():
   np.testing.assert_allclose(np.asarray(out), ref, rtol=2e-5, atol=1e-6)
 
 
-def test_softmax_attention_matches_reference():
+@pytest.mark.parametrize("same_head_size", [True, False])  # jax.nn.dot_product_attention
+def test_softmax_attention_matches_reference(same_head_size):  # or the einsum formula
   q, k, v, _ = _inputs()
+  if same_head_size:
+    v = v[..., :M_DIM]
   mask = _mask()
   out = attention.softmax_attention(q, k, v, key_mask=mask)
   logits = np.einsum("bhim,bhjm->bhij", np.asarray(q, np.float64), k) / np.sqrt(M_DIM)
@@ -136,7 +139,7 @@ def test_astro_attention_never_builds_n_by_n():
   assert not _has_n_by_n(_all_shapes(jaxpr), n)
   # The check itself can fail: softmax attention does build [B, H, N, N].
   jaxpr = jax.make_jaxpr(
-      lambda q, k, v: attention.softmax_attention(q, k, v, key_mask=mask))(q, q, v).jaxpr
+      lambda q, k, v: attention.softmax_attention(q, k, v, key_mask=mask))(q, q, q).jaxpr
   assert _has_n_by_n(_all_shapes(jaxpr), n)
 
 

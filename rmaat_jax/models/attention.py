@@ -106,11 +106,23 @@ def linear_attention(q: Array, k: Array, v: Array, *,
 
 def softmax_attention(q: Array, k: Array, v: Array, *,
                       key_mask: Array | None = None) -> Array:
-  """RMT baseline: scaled dot-product softmax attention (quadratic in N)."""
-  logits = jnp.einsum("bhim,bhjm->bhij", q, k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
-  if key_mask is not None:
-    logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(logits.dtype).min)
-  out = jnp.einsum("bhij,bhjd->bhid", jax.nn.softmax(logits, axis=-1), v)
+  """RMT baseline: scaled dot-product softmax attention (quadratic in N).
+
+  Through `jax.nn.dot_product_attention`, as RMT is run in practice: JAX picks the
+  implementation per backend (XLA's fused softmax attention on CPU; cuDNN's flash
+  attention on a GPU where dtype and shapes allow, else XLA), instead of materialising
+  logits and probabilities as separate einsums. Two cases go through the einsum formula
+  instead: values of another head size than the queries' (that function takes one), and
+  float64 (it computes the softmax in float32)."""
+  mask = None if key_mask is None else key_mask[:, None, None, :]
+  if v.shape[-1] != q.shape[-1] or jnp.finfo(q.dtype).bits > 32:
+    logits = jnp.einsum("bhim,bhjm->bhij", q, k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
+    if mask is not None:
+      logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+    out = jnp.einsum("bhij,bhjd->bhid", jax.nn.softmax(logits, axis=-1), v)
+  else:
+    swap = lambda x: jnp.swapaxes(x, 1, 2)  # noqa: E731  [B, H, N, m] <-> [B, N, H, m]
+    out = swap(jax.nn.dot_product_attention(swap(q), swap(k), swap(v), mask=mask))
   return _zero_padded_queries(out, key_mask)
 
 
