@@ -33,7 +33,10 @@ DASH, MARGIN, AA, SEED_DISTANCE, MARKER_RADIUS, CONTINUITY = 2, 1, 2, 7, 1.5, 1.
 TRIALS, DISTRACTOR_TRIES = 3, 5  # max_paddle_retrial=2, max_distractor_contour_retrial=4
 TARGET_CONTRAST, DISTRACTOR_CONTRAST = 1.5, 2.0
 CONTOUR_LENGTHS = {"easy": 6, "intermediate": 9, "hard": 14}
-PAIR_SUCCESS = {6: 0.25, 9: 0.08, 14: 0.017}  # measured; only sizes the rounds of attempts
+PAIR_SUCCESS = {6: 0.044, 9: 0.013, 14: 0.0022}  # measured; only sizes the rounds of attempts
+# Part of generated data sets' names: a generator that draws other images gets a new one, so
+# that a prepared copy of the earlier images is never read as this version's.
+GENERATOR_VERSION = 2  # 2: seeds only where the original's cv2.dilate border allows
 FULL, REJECT, FREE = 255, 459, 76  # occupancy in 1/255: full, sum >= 1.8 overlaps, <= 0.3 free
 
 
@@ -87,6 +90,7 @@ class Stamps:
   occ: np.ndarray  # uint8 [379, 9, 9] in 1/255: the occupancy it claims
   seed_kernel: np.ndarray  # bool [360, 7, 7]: seed dash cores, for the free-tail rule
   seed_offs: tuple[tuple[int, int], ...]  # the (i, j) any seed kernel uses
+  seed_possible: np.ndarray  # bool [360]: orientations the original can seed at all
   pair_free: np.ndarray  # bool [360, 32 * 32]: where the pair's first seed may start
 
 
@@ -94,8 +98,11 @@ def _free_tails(canvas: np.ndarray, sid: np.ndarray, tables: Stamps | None = Non
   """bool [n, 32 * 32]: tails where seed dash sid[k] may start on canvas[k] (original rule).
 
   A tail is free if the occupancy dilated by the dash's full-occupancy core is <= 0.3; the
-  original's 7 x 7 head-centric structuring element puts that core at offset (i-3, j-3), and
-  cv2.dilate ignores what falls outside the image (so some tails on the last row/column pass).
+  original's 7 x 7 head-centric structuring element puts that core at offset (i-3, j-3).
+  cv2.dilate ignores the cells that fall outside the image, and leaves a pixel none of whose
+  cells falls inside at its border value, -DBL_MAX; the original's
+  find_available_coordinates then returns no pixel at all. So orientations whose core leaves
+  such a pixel (all but -150..-121 degrees) have no free tail (`seed_possible`).
   """
   tables = tables or stamps()
   dil = np.zeros((len(sid), SIZE, SIZE), np.uint8)
@@ -103,7 +110,20 @@ def _free_tails(canvas: np.ndarray, sid: np.ndarray, tables: Stamps | None = Non
     sel = tables.seed_kernel[sid, i, j]
     part = canvas[sel, PAD + i - 3:PAD + i - 3 + SIZE, PAD + j - 3:PAD + j - 3 + SIZE]
     dil[sel] = np.maximum(dil[sel], part)
-  return (dil <= FREE).reshape(len(sid), SIZE * SIZE)
+  free = (dil <= FREE).reshape(len(sid), SIZE * SIZE)
+  if len(tables.seed_possible):
+    free &= tables.seed_possible[sid][:, None]
+  return free
+
+
+def _seed_possible(kernel: np.ndarray, offs: tuple[tuple[int, int], ...]) -> np.ndarray:
+  """bool [360]: whether every image pixel has a cell of orientation d's seed core inside the
+  image (else cv2.dilate leaves its border value there, and the original seeds nowhere)."""
+  covered = np.zeros((len(kernel), SIZE, SIZE), bool)
+  for i, j in offs:
+    inside = INSIDE[PAD + i - 3:PAD + i - 3 + SIZE, PAD + j - 3:PAD + j - 3 + SIZE] > 0
+    covered[kernel[:, i, j]] |= inside
+  return covered.all((1, 2))
 
 
 @functools.cache
@@ -118,13 +138,13 @@ def stamps() -> Stamps:
   occ = np.concatenate([occ, np.zeros((1, 9, 9), np.uint8)])
   kernel = occ[:360, :7, :7] == FULL
   offs = tuple((i, j) for i in range(7) for j in range(7) if kernel[:, i, j].any())
-  partial = Stamps(img, occ, kernel, offs, np.zeros(0, bool))
+  partial = Stamps(img, occ, kernel, offs, _seed_possible(kernel, offs), np.zeros(0, bool))
   # The pair's first seed: everything but the central 4 x 4 px (2 x seed distance) is blocked.
   lined = FRAME | INNER * FULL
   c = slice(PAD + 2 * SEED_DISTANCE, PAD + SIZE - 2 * SEED_DISTANCE)
   lined[c, c] = 0
   pair_free = _free_tails(np.broadcast_to(lined, (360, CAN, CAN)), np.arange(360), partial)
-  for a in (img, occ, kernel, pair_free):
+  for a in (img, occ, kernel, partial.seed_possible, pair_free):
     a.flags.writeable = False  # shared through the cache
   return dataclasses.replace(partial, pair_free=pair_free)
 
@@ -201,7 +221,12 @@ def _grow_pairs(rng, n: int, length: int) -> tuple[np.ndarray, np.ndarray]:
     for _ in range(TRIALS):
       d = rng.integers(-180, 180, len(todo))
       if c == 0:
-        t = _pick(rng, stamps().pair_free[d + 180])
+        free = stamps().pair_free[d + 180]
+        t = _pick(rng, free)
+        # No free tail (an orientation the original cannot seed): the pair fails at once.
+        ok[todo[~free.any(1)]] = False
+        keep = free.any(1)
+        todo, d, t = todo[keep], d[keep], t[keep]
       else:  # the second seed sits 7 px from the first, in a random direction
         a = np.deg2rad(rng.integers(0, 360, len(todo)))
         t = (tail[todo, 0] + np.round(SEED_DISTANCE * _sincos(a))).astype(np.int64)

@@ -82,7 +82,8 @@ def _generated_source(name: str, task: Task, data_config) -> tuple[Any, pathlib.
     builder_config = tfds.core.BuilderConfig(name=config_name)
   else:
     difficulty = data_config.pathfinder_difficulty
-    config_name = f"generated_{difficulty}_{sizes[0]}_{sizes[1]}_{sizes[2]}_seed{seed}"
+    config_name = (f"generated_v{pathfinder.GENERATOR_VERSION}_{difficulty}_{sizes[0]}_"
+                   f"{sizes[1]}_{sizes[2]}_seed{seed}")
     builder_config = builders.PathfinderConfig(
         name=config_name, contour_length=pathfinder.CONTOUR_LENGTHS[difficulty],
         split_sizes=sizes)
