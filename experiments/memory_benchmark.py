@@ -145,7 +145,7 @@ def train_run(run: Run, args) -> dict:
   else:
     print(f"training {run.name} ({run.label()})", flush=True)
     results = train.train_and_evaluate(config, str(workdir))
-    trained.write_text(json.dumps(provenance(args.machine)))
+    trained.write_text(json.dumps(args.provenance))  # the code this process started with
   walls = [w for rows in read_scalars(workdir).values() for _, w, _ in rows]
   return {**results, "wall_s": max(walls) - min(walls) if walls else None,
           "config": config,
@@ -276,7 +276,7 @@ def main(argv=None) -> None:
   args = parse_args(argv)
   logging.getLogger().setLevel(logging.WARNING)
   path = args.out_dir / "memory_benchmark.json"
-  meta = provenance(args.machine)
+  meta = args.provenance = provenance(args.machine)
   if not args.report:
     known = {ROW_KEY(row): row for row in read_rows(path)}
 
