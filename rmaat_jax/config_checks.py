@@ -10,15 +10,18 @@ failure is a ConfigError naming the field and the fix.
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 
 import ml_collections
+import numpy as np
 
 from configs import default
 from rmaat_jax.data.tasks import check_data_config, model_config
 from rmaat_jax.errors import ConfigError
 from rmaat_jax.models.config import ModelConfig
+from rmaat_jax.models.retention import retention_factors
 from rmaat_jax.workdir_config import flat_config
 
 SECTIONS = ("model.", "train.", "data.")
@@ -114,7 +117,43 @@ def validate_config(config: ml_collections.ConfigDict) -> ModelConfig:
   check_train_config(config)
   check_data_config(config)
   check_distributed_config(config)
+  warning = memory_reach_warning(model)
+  if warning:
+    logging.warning(warning)
   return model
+
+
+# The recall benchmark's shortest distance at which RMAAT with the paper's retention carried
+# nothing from the first segment to the last (experiments/RESULTS.md, "How far the memory
+# carries"): 4 segments, where the first segment's memory reaches the last scaled by 0.021.
+NO_CARRY_SEGMENTS = 4
+NO_CARRY_REACH = float(np.prod(retention_factors(NO_CARRY_SEGMENTS, "paper")[:-1]))
+
+
+def memory_reach(mode: str, num_segments: int) -> float:
+  """The factor by which what segment 1 writes into the memory reaches segment T:
+  RF(1, T) * ... * RF(T - 1, T) (1 for "none"; 0 for "reset")."""
+  if mode == "reset":
+    return 0.0
+  factors = retention_factors(num_segments, mode)[:-1]
+  return float(np.exp(np.sum(np.log(factors)))) if factors.size else 1.0
+
+
+def memory_reach_warning(model: ModelConfig) -> str | None:
+  """One line when the retention factor scales the memory down further than the recall
+  benchmark found it can carry anything; None otherwise."""
+  if model.retention in ("none", "reset") or model.num_segments < 2:
+    return None
+  reach = memory_reach(model.retention, model.num_segments)
+  if reach > NO_CARRY_REACH * (1 + 1e-9):
+    return None
+  rf = retention_factors(model.num_segments, model.retention)
+  return (f"model.retention={model.retention!r} scales the memory leaving each of the "
+          f"{model.num_segments} segments by RF(t, {model.num_segments}) = {rf[0]:.3g} down to "
+          f"{rf[-2]:.3g}: what the first segment writes reaches the last scaled by "
+          f"{reach:.2g}, and in the recall benchmark nothing crossed {NO_CARRY_SEGMENTS} such "
+          f"segments (reach {NO_CARRY_REACH:.2g}; experiments/RESULTS.md). For a task that "
+          f"needs long memory use model.retention=none")
 
 
 def check_devices(config: ml_collections.ConfigDict, num_devices: int,

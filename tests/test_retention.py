@@ -217,3 +217,44 @@ def test_bad_num_segments_raises(num_segments: int, mode: str) -> None:
 def test_bad_drive_raises() -> None:
   with pytest.raises(ValueError, match="drive.*'pulse'.*'sideways'"):
     simulate_macro_model(2, drive="sideways")
+
+
+def test_factors_stay_normal_float32_up_to_the_limit_and_are_refused_past_it() -> None:
+  from rmaat_jax.errors import ConfigError
+  from rmaat_jax.models import ModelConfig
+
+  tiny = np.finfo(np.float32).tiny
+  for mode in ("paper", "streaming"):
+    # Every factor of an accepted config is a normal float32 (never silently 0 or subnormal
+    # once the model casts it to the memory's dtype).
+    assert retention_factors(174, mode).astype(np.float32).min() >= tiny
+    assert retention_factors(175, mode).astype(np.float32).min() < tiny
+  base = dict(vocab_size=5, num_classes=2, pad_id=0, dual_encoder=False)
+  ModelConfig.from_config({**base, "num_segments": 174, "seq_len": 174})
+  with pytest.raises(ConfigError, match=r"model\.retention='paper' with model\.num_segments"
+                                        r"=207: .* or at most 174 segments"):
+    ModelConfig.from_config({**base, "num_segments": 207, "seq_len": 207})
+  with pytest.raises(ConfigError, match=r"model\.retention_backward='paper'"):
+    ModelConfig.from_config({**base, "num_segments": 300, "seq_len": 300,
+                             "retention": "none", "retention_backward": "paper"})
+  ModelConfig.from_config({**base, "num_segments": 4096, "seq_len": 4096, "retention": "none"})
+
+
+@pytest.mark.parametrize("task, preset, warns", [
+    ("lra_text", "", True),  # 8 segments: the first segment's memory reaches the last x 5e-8
+    ("lra_listops", "", True),  # 4 segments: x 0.021, where the recall benchmark found none
+    ("memory_recall", "", False),  # retention none
+    ("lra_listops", "rmt", False),
+])
+def test_a_config_past_the_measured_reach_warns_once(task, preset, warns, caplog) -> None:
+  import configs
+  from rmaat_jax.config_checks import NO_CARRY_REACH, memory_reach, validate_config
+
+  caplog.set_level("WARNING")
+  validate_config(configs.load(task, preset))
+  lines = [r.getMessage() for r in caplog.records if "model.retention" in r.getMessage()]
+  assert len(lines) == int(warns), lines
+  if warns:
+    assert "model.retention=none" in lines[0] and "recall benchmark" in lines[0]
+  assert memory_reach("paper", 3) > NO_CARRY_REACH >= memory_reach("paper", 4)
+  assert memory_reach("none", 50) == 1.0 and memory_reach("paper", 1) == 1.0

@@ -12,7 +12,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from rmaat_jax.errors import ConfigError
+from rmaat_jax.models.retention import retention_factors
 
 __all__ = ["BOOL_FIELDS", "CHOICES", "ConfigError", "FLOAT_FIELDS", "MAX_DROPOUT_RATE",
            "MIN_DROPOUT_RATE", "ModelConfig", "POSITIVE_INT_FIELDS", "dropout_realises_nothing"]
@@ -154,6 +157,7 @@ def _validate(cfg: ModelConfig) -> None:
   if cfg.retention == "reset" and cfg.retention_backward != "exact":
     raise ConfigError(f"model.retention_backward={cfg.retention_backward!r}: with "
                       "model.retention='reset' no gradient crosses a segment; use 'exact'")
+  _check_retention_range(cfg)
   if dropout_realises_nothing(cfg.dropout_rate):
     raise ConfigError(f"model.dropout_rate={cfg.dropout_rate!r}: dropout decides with 16 "
                       "random bits, so this rate rounds to 0 and nothing would be dropped; "
@@ -166,3 +170,31 @@ def _validate(cfg: ModelConfig) -> None:
     raise ConfigError(
         f"model.pad_id={cfg.pad_id!r}: must be a token id below vocab_size="
         f"{cfg.vocab_size}, or -1 for no padding")
+
+
+# The memory and its factors are float32 (or wider); below this a factor is subnormal.
+_SMALLEST_NORMAL = float(np.finfo(np.float32).tiny)
+
+
+def _longest_normal(mode: str, num_segments: int) -> int:
+  """The most segments for which every RF(t, T) of `mode` is a normal float32."""
+  return max((t for t in range(1, num_segments)
+              if retention_factors(t, mode).min() >= _SMALLEST_NORMAL), default=0)
+
+
+def _check_retention_range(cfg: ModelConfig) -> None:
+  """RF(t, T) falls like 0.607^t: from T = 175 segments the last factors are subnormal in
+  float32 and from T = 207 they are 0, so the memory (and every gradient through it) would
+  silently be multiplied by 0. Refused, naming the limit."""
+  for field in ("retention", "retention_backward"):
+    mode = getattr(cfg, field)
+    if mode not in ("paper", "stretched", "streaming"):
+      continue
+    smallest = float(retention_factors(cfg.num_segments, mode).min())
+    if smallest < _SMALLEST_NORMAL:
+      raise ConfigError(
+          f"model.{field}={mode!r} with model.num_segments={cfg.num_segments}: the smallest "
+          f"retention factor, {smallest:.3g}, is below float32's smallest normal number "
+          f"({_SMALLEST_NORMAL:.3g}), so the memory would be scaled by 0 or a subnormal and "
+          f"nothing would cross those segments; use model.retention=none, or at most "
+          f"{_longest_normal(mode, cfg.num_segments)} segments")
