@@ -19,7 +19,8 @@ recorded as such, and the next one starts:
    `torch.cuda.max_memory_allocated`) and step times at the same sizes ->
    compare_memory_gpu.{json,md,png}.
 3. paper: experiments.paper_table, RMAAT (both AMRB replays) vs RMT on the Retrieval
-   config at 1K-16K tokens, memory and step time -> paper_table_gpu.{json,md}.
+   config at 1K-16K tokens, memory and step time, in bfloat16 (RMT's attention through
+   cuDNN's flash attention) -> paper_table_gpu.{json,md}.
 4. listops: the full ListOps config (generated data) trained for as many steps as the
    remaining minutes allow at phase 1's measured step time (SIGTERM at the deadline: the
    trainer saves and stops) -> gpu_listops.json (validation accuracy vs step, test accuracy).
@@ -169,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
   phases.append(run_phase("memory", memory_cmd, 0.25 * budget, workdir, env))
 
   paper_cmd = python + ["experiments.paper_table", "--out_dir", str(args.out_dir), "--tag", tag]
+  # bfloat16: RMT's attention then runs cuDNN's flash attention, the baseline as run on GPUs.
   paper_cmd += DRY_PAPER if args.dry_run else [
-      "--tokens", "1024", "4096", "16384", "--time_max_tokens", "16384"]
+      "--tokens", "1024", "4096", "16384", "--time_max_tokens", "16384", "--dtype", "bfloat16"]
   phases.append(run_phase("paper", paper_cmd, 0.15 * budget, workdir, env))
 
   listops_dir = workdir / "listops"

@@ -12,7 +12,9 @@ the same measurement for both models, with rbg dropout bits as on a GPU. Step ti
 of --runs gradient steps after a warm-up, up to --time_max_tokens tokens per document, with
 the default dropout bits (model.dropout_rng="auto"). RMAAT is measured with each
 --amrb_replay. The paper reports 4.41x less memory and 1.73x faster training for RMAAT
-(Retrieval). Writes experiments/results/paper_table_<platform or --tag>.{json,md}.
+(Retrieval). RMT's attention is `jax.nn.dot_product_attention` (XLA's fused attention on
+CPU; with `--dtype bfloat16` on a GPU, cuDNN's flash attention: the baseline as it is run
+in practice). Writes experiments/results/paper_table_<platform or --tag>.{json,md}.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import pathlib
 
 import jax
+import jax.numpy as jnp
 
 import configs
 from configs.presets import MODEL_PRESETS
@@ -34,7 +37,8 @@ REPLAYS = ("block", "segment")  # model.amrb_replay values for RMAAT rows
 MIB = 2.0 ** 20
 
 
-def measure(model: str, tokens: int, batch: int, runs: int, amrb_replay: str = "block") -> dict:
+def measure(model: str, tokens: int, batch: int, runs: int, amrb_replay: str = "block",
+            dtype: str = "float32") -> dict:
   config = configs.load("lra_retrieval")
   base = model_config(config)
   segment_len = base["seq_len"] // base["num_segments"]
@@ -44,14 +48,17 @@ def measure(model: str, tokens: int, batch: int, runs: int, amrb_replay: str = "
   # docs/method.md 5.1). Time with the default "auto" bits: what this machine runs (on CPU
   # threefry; rbg is 2x slower there), so on CPU a timed row compiles twice.
   on_cpu = jax.default_backend() == "cpu"
+  compute = jnp.dtype(dtype)
   profile = gradient_step_profile({**cfg, "dropout_rng": "rbg"}, batch,
-                                  time_runs=0 if on_cpu else runs)
+                                  time_runs=0 if on_cpu else runs, dtype=compute)
   if on_cpu and runs:
-    profile["step_s"] = gradient_step_profile(cfg, batch, time_runs=runs)["step_s"]
+    profile["step_s"] = gradient_step_profile(cfg, batch, time_runs=runs,
+                                              dtype=compute)["step_s"]
   return {"model": model, "amrb_replay": amrb_replay if cfg["backprop"] == "amrb" else None,
-          "tokens": tokens, "segments": cfg["num_segments"],
+          "tokens": tokens, "segments": cfg["num_segments"], "dtype": dtype,
           "memory_mib": profile["total"] / MIB, "temp_mib": profile["temp"] / MIB,
-          "step_s": profile.get("step_s"), "timed_dropout_rng": "auto"}
+          "step_s": profile.get("step_s"), "timed_dropout_rng": "auto",
+          "rmt_attention": "jax.nn.dot_product_attention"}
 
 
 def table(rows: list[dict], tokens: list[int]) -> str:
@@ -84,6 +91,9 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--runs", type=int, default=3)
   parser.add_argument("--amrb_replay", nargs="+", choices=REPLAYS, default=list(REPLAYS),
                       help="RMAAT rows to measure, one per replay")
+  parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                      help="compute dtype of both models (bfloat16: on a GPU, RMT's attention "
+                      "runs cuDNN's flash attention)")
   parser.add_argument("--out_dir", type=pathlib.Path, default=HERE / "results")
   parser.add_argument("--tag", default="", help="file name paper_table_<tag> (default: the "
                       "platform, e.g. paper_table_cpu)")
@@ -92,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
   for tokens in args.tokens:
     runs = args.runs if tokens <= args.time_max_tokens else 0
     for model, replay in [("rmaat", r) for r in args.amrb_replay] + [("rmt", "block")]:
-      row = measure(model, tokens, args.batch, runs, replay)
+      row = measure(model, tokens, args.batch, runs, replay, args.dtype)
       rows.append(row)
       print(json.dumps(row), flush=True)
   text = table(rows, args.tokens)
@@ -100,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
   device = jax.devices()[0]
   meta = {"date": datetime.date.today().isoformat(), "platform": device.platform,
           "device": str(device.device_kind), "jax": jax.__version__, "batch": args.batch,
+          "dtype": args.dtype,
           "config": "configs/lra_retrieval.py (d 128, 4 layers, 512-token segments, dual)",
           "memory": "XLA compiled memory of one training gradient (args + outputs + temp)"}
   args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -139,17 +139,18 @@ def _example_inputs(model_config: Mapping[str, Any], batch_size: int):
 
 
 def gradient_step_profile(model_config: Mapping[str, Any], batch_size: int, *,
-                          time_runs: int = 0) -> dict[str, float]:
+                          time_runs: int = 0, dtype: Any = jnp.float32) -> dict[str, float]:
   """Compiles value_and_grad of the cross-entropy loss and reports its memory.
 
   Returns bytes of `temp` (activations and workspace: what backprop modes change),
   `arguments`, `outputs`, and `total` = arguments + outputs + temp - aliased. With
   `time_runs > 0` also the median wall time in seconds of that many steps (`step_s`),
-  after one warm-up run.
+  after one warm-up run. `dtype`: the segment encoder's compute dtype (as
+  train.compute_dtype; parameters stay float32).
   """
   from rmaat_jax.models import build_model  # the trainer's import of this module stays light
 
-  model = build_model(model_config)
+  model = build_model(model_config, dtype)
   tokens, labels = _example_inputs(model_config, batch_size)
   params = jax.eval_shape(
       lambda key: model.init({"params": key}, tokens), jax.random.key(0))["params"]
