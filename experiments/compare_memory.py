@@ -56,6 +56,7 @@ from pathlib import Path
 # The parent process only orchestrates: jax and torch are imported by the measuring
 # subprocesses (compare_memory_measure), and by the parent only to look for a GPU.
 from experiments.compare_memory_report import COMMON_METRIC, METRICS, TASKS, plot, summary, table
+from experiments.results_store import key_of, merge_rows
 
 HERE = Path(__file__).resolve().parent
 
@@ -106,6 +107,10 @@ def _run_in_subprocess(jobs: list[list], rows_file: Path) -> list[dict]:
 
 def _key(row: dict) -> tuple:
   return (row["task"], row["segments"], row["framework"], row["mode"])
+
+
+# What distinguishes two measurements in a results file (the batch and the AMRB replay too).
+ROW_KEY = key_of(("task", "segments", "framework", "mode", "batch", "memory_metric"))
 
 
 def sweep(args: argparse.Namespace, device: str, rows_file: Path) -> list[dict]:
@@ -230,10 +235,12 @@ def main() -> None:
   load_before = os.getloadavg()[0]
   rows = sweep(args, device, args.out_dir / f"{stem}.rows.jsonl")
   meta = _metadata(args, device, rows, load_before)
-  text = table(rows, device) + "\n\n" + summary(rows, args.segments)
+  # Merged into the file's earlier rows by what was measured (a sweep of some tasks or
+  # segments keeps the others; results_store.py). The table and plot show every row.
+  rows = merge_rows(args.out_dir / f"{stem}.json", rows, ROW_KEY, meta=meta)
+  segments = sorted({r["segments"] for r in rows})
+  text = table(rows, device) + "\n\n" + summary(rows, segments)
   print(text)
-  (args.out_dir / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows},
-                                                        indent=1))
   (args.out_dir / f"{stem}.md").write_text(
       f"# compare_memory ({meta['date']}, {meta['device_name']}, jax {meta['jax']}, "
       f"torch {meta['torch']}, batch {meta['batch']}, segments of {meta['segment_len']} "
@@ -244,7 +251,7 @@ def main() -> None:
       f"{meta['load_average_before']:.2f} before, {meta['load_average_after']:.2f} after, "
       f"on {os.cpu_count()} cores."
       + "".join(f"\nNote: {n}." for n in meta["notes"]) + f"\n\n{text}\n")
-  plot(rows, args.segments, device, meta, args.out_dir / f"{stem}.png")
+  plot(rows, segments, device, meta, args.out_dir / f"{stem}.png")
   print(f"wrote {args.out_dir / stem}.{{json,md,png}}")
 
 

@@ -12,8 +12,6 @@ The input pipeline is excluded (see data_throughput.py). Writes
 """
 
 import argparse
-import datetime
-import json
 import pathlib
 import statistics
 import time
@@ -23,6 +21,7 @@ import jax
 import numpy as np
 
 import configs
+from experiments.results_store import key_of, merge_rows, provenance
 from rmaat_jax import train
 from rmaat_jax.config_checks import validate_config
 from rmaat_jax.models import build_model
@@ -70,6 +69,11 @@ def measure(name: str, batch: int, steps: int, preset: str = "",
           "dropout_rng": model_cfg.dropout_rng}
 
 
+ROW_META = ("date", "commit", "command", "platform", "device", "preset")
+ROW_KEY = key_of(("config", "preset", "batch", "dropout_rng", "backprop", "platform",
+                  "device"))
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batch", type=int, default=4, help="0: the config's batch")
@@ -95,13 +99,22 @@ def main() -> None:
   print(table)
   out = args.out_dir
   out.mkdir(parents=True, exist_ok=True)
-  meta = {"date": datetime.date.today().isoformat(), "platform": device.platform,
-          "device": device.device_kind, "jax": jax.__version__, "preset": args.preset,
+  meta = {**provenance(), "platform": device.platform, "device": device.device_kind,
+          "jax": jax.__version__, "preset": args.preset,
           "dropout_rng": args.dropout_rng or "config"}
   stem = "train_throughput" + (f"_{args.tag}" if args.tag else "")
-  (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-  (out / f"{stem}.md").write_text(f"# {stem} ({meta['date']})\n\n{table}\n")
-
+  # Merged by what was measured: another preset, batch or dropout setting adds rows, a
+  # rerun of the same measurement replaces its own (results_store.py).
+  rows = merge_rows(out / f"{stem}.json",
+                    [{**r, **{k: meta[k] for k in ROW_META}} for r in rows], ROW_KEY,
+                    meta=meta)
+  lines = [f"| {r['config']} | {r.get('preset', '')} | {r['dropout_rng']} | {r['batch']} | "
+           f"{r['step_s']:.3f} | {r['examples_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
+           f"{r.get('device', '')} | {r.get('date', '')} |" for r in rows]
+  (out / f"{stem}.md").write_text(
+      f"# {stem} (every run merged; latest {meta['date']})\n\n"
+      "| config | preset | dropout bits | batch | step (s) | examples/s | tokens/s | device | "
+      "date |\n|---|---|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
 
 if __name__ == "__main__":
   main()
