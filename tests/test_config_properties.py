@@ -32,6 +32,7 @@ from rmaat_jax.models.config import (
   CHOICES,
   FLOAT_FIELDS,
   MAX_DROPOUT_RATE,
+  MIN_DROPOUT_RATE,
   POSITIVE_INT_FIELDS,
 )
 
@@ -71,7 +72,8 @@ def valid_configs(draw) -> ml_collections.ConfigDict:
       seq_len=seq_len, num_segments=num_segments,
       num_memory_tokens=draw(st.integers(1, 3)), emb_dim=num_heads * draw(st.integers(1, 4)),
       num_heads=num_heads, num_layers=draw(st.integers(1, 2)),
-      mlp_dim=draw(st.integers(1, 16)), dropout_rate=draw(st.floats(0.0, 0.9)),
+      mlp_dim=draw(st.integers(1, 16)),
+      dropout_rate=draw(st.one_of(st.just(0.0), st.floats(MIN_DROPOUT_RATE, 0.9))),
       position_scale=draw(st.floats(0.1, 8.0)), alpha=draw(st.floats(0.0, 2.0)),
       **{name: draw(st.booleans()) for name in CONFIG_BOOLS},
       **{k: draw(st.sampled_from(v)) for k, v in CHOICES.items()})
@@ -128,7 +130,8 @@ def invalid_configs(draw):
     name = draw(st.sampled_from(FLOAT_FIELDS))
     bad = {"dropout_rate": st.one_of(st.floats(min_value=MAX_DROPOUT_RATE),
                                      st.floats(max_value=-1e-9), st.just(math.nan),
-                                     st.just("0.1")),
+                                     st.just("0.1"),  # and positive rates that round to 0:
+                                     st.floats(5e-324, 2.0 ** -17)),
            "position_scale": st.one_of(st.floats(max_value=0.0), st.just(math.nan),
                                        st.just(math.inf), st.just(None)),
            "alpha": NOT_A_FINITE_NON_NEGATIVE}[name]
