@@ -171,9 +171,11 @@ def at_chance_before(run: Run, args, known: dict[str, dict]) -> list[int]:
     row = known.get(ROW_KEY({"part": "distance", "variant": run.label(), "segments": t,
                              "pairs": run.pairs, "memory_tokens": run.memory_tokens,
                              "eval_segments": None, "steps": run.steps}))
-    if row is None or row.get("test_accuracy") is None:
+    if row is None:
       return []
-    if row["test_accuracy"] > row["chance"] + CHANCE_MARGIN:
+    skipped = row.get("test_accuracy") is None and row.get("not_trained")
+    if not skipped and (row.get("test_accuracy") is None
+                        or row["test_accuracy"] > row["chance"] + CHANCE_MARGIN):
       return []
     found.append(t)
   return found if len(found) == count else []
