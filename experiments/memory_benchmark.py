@@ -182,7 +182,8 @@ def at_chance_before(run: Run, args, known: dict[str, dict]) -> list[int]:
 
 
 def training_row(part: str, run: Run, args, known: dict[str, dict]) -> dict:
-  skip = at_chance_before(run, args, known) if part == "distance" else []
+  finished = (args.workdir / "runs" / run.name / "results.json").exists()
+  skip = at_chance_before(run, args, known) if part == "distance" and not finished else []
   if skip:
     print(f"not training {run.name}: at chance at T = {skip}", flush=True)
     config = run.config(args)
