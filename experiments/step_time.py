@@ -145,8 +145,8 @@ def _timed(step: Callable[[], None]) -> tuple[float, float]:
 
 
 def measure_row(task: str, segments: int, mode: str, replay: str | None, batch: int,
-                repeats: int, warmup: int, toy: bool, on_first_jax_step: Callable[[], None]
-                ) -> dict:
+                repeats: int, warmup: int, toy: bool, on_first_jax_step: Callable[[], None],
+                attention: str = "astro") -> dict:
   """One (task, T, mode[, replay]) row: --warmup steps each, then J, T pairs, timed."""
   from experiments.compare_memory_measure import (
     TIMING_DROPOUT_RNG,
@@ -157,7 +157,7 @@ def measure_row(task: str, segments: int, mode: str, replay: str | None, batch: 
 
   load_before = _load()
   cfg = task_config(task, segments, mode, toy)
-  cfg = dataclasses.replace(cfg, dropout_rng=TIMING_DROPOUT_RNG,
+  cfg = dataclasses.replace(cfg, dropout_rng=TIMING_DROPOUT_RNG, attention=attention,
                             amrb_replay=replay or cfg.amrb_replay)
   run_jax, compile_s = jax_training_step(cfg, batch)
   run_torch = torch_training_step(cfg, batch).run
@@ -177,6 +177,7 @@ def measure_row(task: str, segments: int, mode: str, replay: str | None, batch: 
   med = {k: statistics.median(v) for k, v in times.items()}
   cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
   row = {"task": task, "segments": segments, "seq_len": cfg.seq_len, "mode": mode,
+         "attention": attention,
          "jax_amrb_replay": cfg.amrb_replay if mode == "amrb" else None,
          "torch_amrb_replay": cfg.amrb_replay if mode == "amrb" else None,
          "batch": batch, "repeats": repeats, "warmup": warmup,
@@ -290,6 +291,9 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--modes", nargs="+", choices=MODES, default=["bptt", "amrb"])
   parser.add_argument("--amrb_replay", nargs="+", choices=REPLAYS, default=list(REPLAYS),
                       help="AMRB replays to time, a row each (both frameworks)")
+  parser.add_argument("--attention", choices=("astro", "softmax", "linear"), default="astro",
+                      help="the model's attention (softmax: RMT's, jax.nn.dot_product_attention "
+                      "against torch's F.scaled_dot_product_attention)")
   parser.add_argument("--batch", type=int, default=2)
   parser.add_argument("--repeats", type=int, default=7, help="timed (JAX, torch) pairs")
   parser.add_argument("--warmup", type=int, default=1, help="untimed steps of each first")
@@ -330,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
       for mode in args.modes:
         for replay in args.amrb_replay if mode == "amrb" else [None]:
           row = measure_row(task, segments, mode, replay, args.batch, args.repeats,
-                            args.warmup, args.toy, check_xla_once)
+                            args.warmup, args.toy, check_xla_once, args.attention)
           rows.append(row)
           print(f"{task:9s} T={segments:2d} {_mode_label(row):21s} "
                 f"jax={row['jax_median_s']:.3f}s torch={row['torch_median_s']:.3f}s "
