@@ -43,6 +43,7 @@ from experiments.learning_curves import read_scalars
 from experiments.results_store import key_of, merge_rows, provenance, read_rows
 from rmaat_jax import train
 from rmaat_jax.data.tasks import model_config
+from rmaat_jax.errors import ConfigError
 from rmaat_jax.memory import gradient_step_profile
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
@@ -222,13 +223,18 @@ def length_rows(run: Run, args) -> list[dict]:
     done = workdir / f"eval_results_T{t}.json"
     # Each split has its own seeded stream: the test set does not depend on the train size.
     sizes = (32, 32, args.eval_examples)
+    refused = None
     if done.exists() and json.loads(done.read_text())["num_test_examples"] == sizes[2]:
       results = json.loads(done.read_text())
     else:
       print(f"evaluating {run.name} at {t} segments", flush=True)
       start = time.time()
-      results = train.evaluate_workdir(run.config(args, t, sizes), str(workdir),
-                                       other_length=True)
+      try:
+        results = train.evaluate_workdir(run.config(args, t, sizes), str(workdir),
+                                         other_length=True)
+      except ConfigError as e:  # e.g. `paper` past 174 segments: subnormal factors
+        results, refused = {"test_accuracy": None, "seq_len": t * 64,
+                            "num_test_examples": sizes[2]}, str(e)
       results["eval_s"] = time.time() - start
     rows.append({"part": "length", "variant": run.label(), "run": run.name,
                  "retention": run.retention, "layout": run.layout, "segments": run.segments,
@@ -236,7 +242,7 @@ def length_rows(run: Run, args) -> list[dict]:
                  "eval_segments": t, "eval_tokens": results["seq_len"],
                  "test_accuracy": results["test_accuracy"],
                  "num_test_examples": results["num_test_examples"],
-                 "eval_s": results.get("eval_s")})
+                 "eval_s": results.get("eval_s"), "refused": refused})
   return rows
 
 

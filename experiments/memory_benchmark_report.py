@@ -23,6 +23,8 @@ def _acc(row: dict | None) -> str:
   if row is None:
     return "-"
   if row.get("test_accuracy") is None:
+    if row.get("refused"):
+      return "(refused)"
     return "(chance)" if row.get("not_trained") else "-"
   return f"{row['test_accuracy']:.3f}"
 
@@ -116,6 +118,9 @@ def length_table(payload: dict) -> list[str]:
   for variant in dict.fromkeys(r["variant"] for r in rows):
     lines.append(f"| {variant} | " + " | ".join(_acc(cell.get((variant, t))) for t in lengths)
                  + " |")
+  refused = next((r["refused"] for r in rows if r.get("refused")), None)
+  if refused:
+    lines += ["", f"(refused): the model cannot be built at that length: {refused}"]
   return lines + [""]
 
 
@@ -185,8 +190,8 @@ def plot(payload: dict, path: pathlib.Path) -> None:
   cap.set(xscale="log", xlabel="stored pairs", ylabel="test accuracy", ylim=(0, 1.05),
           title="Capacity")
   for variant, points in _group(_rows(payload, "length"), "variant").items():
-    length.plot(*_xy((r["eval_tokens"], r["test_accuracy"]) for r in points), marker="o",
-                label=variant[0])
+    length.plot(*_xy((r["eval_tokens"], r["test_accuracy"]) for r in points
+                     if r["test_accuracy"] is not None), marker="o", label=variant[0])
   length.set(xscale="log", xlabel="tokens per example at evaluation", ylabel="test accuracy",
              ylim=(0, 1.05), title="Trained at T = 8 (512 tokens), evaluated longer")
   for ax in (dist, cap, length):
