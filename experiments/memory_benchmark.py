@@ -127,11 +127,14 @@ def length_models(args) -> list[Run]:
 
 
 def diagnosis_runs(args) -> list[tuple[str, Run]]:
-  t, steps = args.length_from, args.steps
-  runs = [Run("rmaat", fwd, layout, t, steps=steps, retention_backward=bwd)
-          for layout in ("pre_ln", "post_ln")
-          for fwd, bwd in (("paper", "none"), ("none", "paper"))]
-  runs.append(Run("rmaat", "paper", segments=t, steps=5 * steps))
+  """At each --diagnosis_segments T (pre-LN; at T = --length_from also post-LN): the paper's
+  factors in the forward only or in the backward only; and `paper` with 5x the steps."""
+  runs = []
+  for t in args.diagnosis_segments:
+    layouts = ("pre_ln", "post_ln") if t == args.length_from else ("pre_ln",)
+    runs += [Run("rmaat", fwd, layout, t, steps=args.steps, retention_backward=bwd)
+             for layout in layouts for fwd, bwd in (("paper", "none"), ("none", "paper"))]
+  runs.append(Run("rmaat", "paper", segments=args.length_from, steps=5 * args.steps))
   return [("diagnosis", run) for run in runs]
 
 
@@ -268,6 +271,7 @@ def parse_args(argv=None):
   parser.add_argument("--segments", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
   parser.add_argument("--pairs", type=int, nargs="+", default=[1, 2, 4, 8])
   parser.add_argument("--length_from", type=int, default=8, help="trained T of `length`")
+  parser.add_argument("--diagnosis_segments", type=int, nargs="+", default=[4, 8])
   parser.add_argument("--lengths", type=int, nargs="+", default=[8, 16, 64, 256, 1024])
   parser.add_argument("--memory_segments", type=int, nargs="+", default=[64, 256, 1024])
   parser.add_argument("--eval_examples", type=int, default=512)

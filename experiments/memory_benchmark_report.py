@@ -128,18 +128,18 @@ def diagnosis_table(payload: dict) -> list[str]:
   rows = _rows(payload, "diagnosis")
   if not rows:
     return []
-  t = rows[0]["segments"]
-  reference = [r for r in _rows(payload, "distance") if r["segments"] == t
-               and r["model"] == "rmaat" and r["retention"] in ("paper", "none")]
-  rf = retention_factors(t, "paper")
-  lines = [f"### Why `paper` loses the fact (T = {t})", "",
-           f"RF(t, {t}) = {', '.join(f'{x:.3g}' for x in rf[:-1])}; the memory reaching "
-           f"segment {t} is scaled by their product, {np.prod(rf[:-1]):.2g}, and so is "
-           "dL/dmem_2. `backward X`: the forward uses the row's retention, the backward "
-           "scales dL/dmem by X's factors (`model.retention_backward`).", "",
-           "| model | steps | test accuracy |", "|---|---|---|"]
-  for r in reference + rows:
-    lines.append(f"| {r['variant']} | {r['steps']} | {_acc(r)} |")
+  lines = ["### Why `paper` loses the fact", "",
+           "`backward X`: the forward uses the row's retention, the backward scales dL/dmem by "
+           "X's factors (`model.retention_backward`). What the first segment writes reaches "
+           "segment T scaled by the product of RF(1..T-1, T), and so does the gradient back "
+           "to it.", "", "| T | product of RF(t, T), paper | model | steps | test accuracy |",
+           "|---|---|---|---|---|"]
+  for t in sorted({r["segments"] for r in rows}):
+    reach = float(np.prod(retention_factors(t, "paper")[:-1]))
+    reference = [r for r in _rows(payload, "distance") if r["segments"] == t
+                 and r["model"] == "rmaat" and r["retention"] in ("paper", "none")]
+    for r in reference + [r for r in rows if r["segments"] == t]:
+      lines.append(f"| {t} | {reach:.2g} | {r['variant']} | {r['steps']} | {_acc(r)} |")
   return lines + [""]
 
 
