@@ -65,12 +65,14 @@ def merge_rows(path: pathlib.Path, rows: Iterable[Row], key: Key, *,
 
 
 def git_commit() -> str:
-  """The repository's HEAD (with "+dirty" when the tree has changes), or "unknown"."""
+  """The repository's HEAD (with "+dirty" when tracked code has uncommitted changes;
+  results files, which the experiments themselves rewrite, do not count), or "unknown"."""
   root = pathlib.Path(__file__).resolve().parent.parent
   try:
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
                           capture_output=True, check=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                            ".", ":(exclude)experiments/results", ":(exclude)*.md"],
                            cwd=root, text=True, capture_output=True, check=True).stdout.strip()
   except (OSError, subprocess.CalledProcessError):
     return "unknown"
