@@ -196,6 +196,14 @@ def plot(payload: dict, path: pathlib.Path) -> None:
              ylim=(0, 1.05), title="Trained at T = 8 (512 tokens), evaluated longer")
   for ax in (dist, cap, length):
     ax.axhline(0.1, ls="--", color="gray", label="chance")
+  # Ticks at the measured values, written out (a log axis would say 2x10^0).
+  for ax, part, field in ((dist, "distance", "segments"), (mem, None, "segments"),
+                          (cap, "capacity", "pairs")):
+    values = sorted({r[field] for r in payload["rows"]
+                     if (r["part"] == part if part else r["part"] in ("distance", "memory"))})
+    if values:
+      ax.set_xticks(values, [str(v) for v in values])
+      ax.minorticks_off()
   for ax in axes.flat:
     ax.legend(fontsize=7)
   meta = payload.get("meta", {})
