@@ -84,3 +84,24 @@ def test_memory_benchmark_tables_come_from_the_rows():
   assert "| RMAAT none pre-LN | 1.000 | 0.750 |" in text
   assert "| 8 (512) | 10.0 | 80.0 |" in text
   assert "| RMAAT none pre-LN | 0.500 |" in text and "T=64 (4096)" in text
+
+
+def test_memory_benchmark_stops_a_variant_after_two_distances_at_chance(tmp_path):
+  args = memory_benchmark.parse_args(["--workdir", str(tmp_path), "--segments", "2", "4",
+                                      "8", "16"])
+  run = memory_benchmark.Run("rmaat", "paper")
+
+  def row(t, accuracy, not_trained=None):
+    r = {"part": "distance", "variant": run.label(), "segments": t, "pairs": 1,
+         "memory_tokens": 1, "eval_segments": None, "steps": 1000, "chance": 0.1,
+         "test_accuracy": accuracy, "not_trained": not_trained}
+    return {memory_benchmark.ROW_KEY(r): r}
+
+  at = lambda t, known: memory_benchmark.at_chance_before(  # noqa: E731
+      memory_benchmark.Run("rmaat", "paper", segments=t), args, known)
+  assert at(8, {**row(2, 1.0), **row(4, 0.11)}) == []  # learned at T = 2
+  assert at(8, {**row(2, 0.12), **row(4, 0.11)}) == [2, 4]
+  assert at(16, {**row(4, 0.11), **row(8, None, "at chance at T = 2, 4")}) == [4, 8]
+  assert at(16, {**row(4, 0.11)}) == []  # T = 8 not measured: train
+  args.stop_after_chance = 0
+  assert at(8, {**row(2, 0.12), **row(4, 0.11)}) == []
