@@ -1,5 +1,5 @@
 """LRA Image (CIFAR-10 grayscale, 1024 pixels = 4 segments of 256; LRA's base config).
-Presets (`:rmt`, `:rlt`, `:cpu`): configs/presets.py.
+Presets (`:rmt`, `:rlt`, `:cpu`): rmaat_jax/configs/presets.py.
 
 TFDS downloads `cifar10` on first use (internet). Offline, the Fashion-MNIST substitute:
 --config.data.dataset=fashion_mnist (results are labelled as such and are not comparable with
@@ -8,7 +8,7 @@ CIFAR-10).
 
 import ml_collections
 
-from configs import default, presets
+from rmaat_jax.configs import default, presets
 
 
 def get_config(preset: str = "") -> ml_collections.ConfigDict:

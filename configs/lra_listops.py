@@ -1,5 +1,5 @@
 """LRA ListOps: 2000 tokens padded to 2048 = 4 segments of 512; LRA's base config.
-Presets (`:rmt`, `:rlt`, `:cpu`): configs/presets.py.
+Presets (`:rmt`, `:rlt`, `:cpu`): rmaat_jax/configs/presets.py.
 
 Vocabulary (docs/data.md section 2.1): pad, unk, digits 0-9, [MIN, [MAX, [MED, [SM and the
 closing bracket `]` = 17 ids; 10 classes.
@@ -7,7 +7,7 @@ closing bracket `]` = 17 ids; 10 classes.
 
 import ml_collections
 
-from configs import default, presets
+from rmaat_jax.configs import default, presets
 
 
 def get_config(preset: str = "") -> ml_collections.ConfigDict:

@@ -1,5 +1,5 @@
 """LRA Pathfinder-32 (hard): 1024 pixels = 4 segments of 256; LRA's base config.
-Presets (`:rmt`, `:rlt`, `:cpu`): configs/presets.py.
+Presets (`:rmt`, `:rlt`, `:cpu`): rmaat_jax/configs/presets.py.
 
 Offline by default: 160K / 20K / 20K generated images (rmaat_jax.data.pathfinder; about
 200 images/s per core, raise data.generate_workers). With LRA's files:
@@ -8,7 +8,7 @@ Offline by default: 160K / 20K / 20K generated images (rmaat_jax.data.pathfinder
 
 import ml_collections
 
-from configs import default, presets
+from rmaat_jax.configs import default, presets
 
 
 def get_config(preset: str = "") -> ml_collections.ConfigDict:

@@ -1,12 +1,13 @@
 """LRA Retrieval (AAN): two documents of 4096 bytes, each 8 segments of 512, 4 memory
-tokens, dual encoder; LRA's base config. Presets (`:rmt`, `:rlt`, `:cpu`): configs/presets.py.
+tokens, dual encoder; LRA's base config.
+Presets (`:rmt`, `:rlt`, `:cpu`): rmaat_jax/configs/presets.py.
 
 Needs LRA's files: --config.data.manual_dir=/path/to/lra_release/tsv_data
 """
 
 import ml_collections
 
-from configs import default, presets
+from rmaat_jax.configs import default, presets
 
 
 def get_config(preset: str = "") -> ml_collections.ConfigDict:

@@ -1,12 +1,12 @@
 """LRA Text (IMDb, byte level): 4096 bytes = 8 segments of 512; LRA's base config.
-Presets (`:rmt`, `:rlt`, `:cpu`): configs/presets.py.
+Presets (`:rmt`, `:rlt`, `:cpu`): rmaat_jax/configs/presets.py.
 
 TFDS downloads `imdb_reviews` on first use (internet).
 """
 
 import ml_collections
 
-from configs import default, presets
+from rmaat_jax.configs import default, presets
 
 
 def get_config(preset: str = "") -> ml_collections.ConfigDict:

@@ -1,6 +1,7 @@
 """Memory recall (generated): T segments of 64 tokens, a key -> value pair in segment 1, the
 query at the end of the last segment; the model must carry the value across T - 1 segment
-boundaries (docs/data.md section 6). Presets (`:rmt`, `:rlt`, `:cpu`): configs/presets.py.
+boundaries (docs/data.md section 6).
+Presets (`:rmt`, `:rlt`, `:cpu`): rmaat_jax/configs/presets.py.
 
 What carries memory (experiments/RESULTS.md, the memory benchmark): this config uses pre-LN
 blocks and no retention factor. With the paper's factor (`--config.model.retention=paper`,
@@ -13,7 +14,7 @@ attention and AMRB with `retention="none"`.
 
 import ml_collections
 
-from configs import default, presets
+from rmaat_jax.configs import default, presets
 
 NUM_SEGMENTS = 8
 

@@ -50,7 +50,7 @@ from typing import Any
 import grain.python as grain
 import numpy as np
 
-from configs import default
+from rmaat_jax.configs import default
 from rmaat_jax.data import builders, listops, pathfinder, preprocess
 from rmaat_jax.data.batching import GlobalBatchSampler
 from rmaat_jax.data.builders import FASHION_MNIST_DIR
@@ -109,7 +109,7 @@ def full_generator_speed(scratch: pathlib.Path, pathfinder_num: int,
 
 
 def _config(dataset: str, data_dir: pathlib.Path, **data):
-  """configs/default.py reading `dataset` at its full length, batch 32."""
+  """rmaat_jax/configs/default.py reading `dataset` at its full length, batch 32."""
   config = default.get_config()
   config.train.update(batch_size=32, seed=0)
   config.data.update({**dict(dataset=dataset, data_dir=str(data_dir), download=False,

@@ -32,9 +32,8 @@ from typing import Any
 import jax
 import numpy as np
 
-import configs
 from experiments.results_store import key_of, merge_rows, provenance
-from rmaat_jax import train
+from rmaat_jax import configs, train
 from rmaat_jax.data import get_datasets
 from rmaat_jax.data.tasks import model_config
 

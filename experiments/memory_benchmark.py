@@ -37,11 +37,10 @@ import time
 
 import ml_collections
 
-import configs
 from experiments import memory_benchmark_report as report
 from experiments.learning_curves import read_scalars
 from experiments.results_store import key_of, merge_rows, provenance, read_rows
-from rmaat_jax import train
+from rmaat_jax import configs, train
 from rmaat_jax.data.tasks import model_config
 from rmaat_jax.errors import ConfigError
 from rmaat_jax.memory import gradient_step_profile

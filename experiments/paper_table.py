@@ -27,8 +27,8 @@ import pathlib
 import jax
 import jax.numpy as jnp
 
-import configs
-from configs.presets import MODEL_PRESETS
+from rmaat_jax import configs
+from rmaat_jax.configs.presets import MODEL_PRESETS
 from rmaat_jax.data.tasks import model_config
 from rmaat_jax.memory import gradient_step_profile
 

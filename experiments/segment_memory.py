@@ -18,7 +18,7 @@ import pathlib
 
 import jax
 
-import configs
+from rmaat_jax import configs
 from rmaat_jax.data.tasks import model_config
 from rmaat_jax.memory import gradient_step_profile
 

@@ -20,9 +20,8 @@ import flax
 import jax
 import numpy as np
 
-import configs
 from experiments.results_store import key_of, merge_rows, provenance
-from rmaat_jax import train
+from rmaat_jax import configs, train
 from rmaat_jax.config_checks import validate_config
 from rmaat_jax.models import build_model
 

@@ -17,7 +17,7 @@ import numbers
 import ml_collections
 import numpy as np
 
-from configs import default
+from rmaat_jax.configs import default
 from rmaat_jax.data.tasks import check_data_config, model_config
 from rmaat_jax.errors import ConfigError
 from rmaat_jax.models.config import ModelConfig
@@ -105,14 +105,15 @@ def validate_config(config: ml_collections.ConfigDict) -> ModelConfig:
   for section in SECTIONS:
     if not isinstance(config.get(section[:-1]), ml_collections.ConfigDict):
       raise ConfigError(f"config has no '{section[:-1]}' section; start from "
-                        "configs/default.py")
-  # The code reads every field directly: configs/default.py is the one place defaults live.
+                        "rmaat_jax/configs/default.py")
+  # The code reads every field directly: rmaat_jax/configs/default.py is the one place
+  # defaults live.
   expected = {k for k in flat_config(default.get_config()) if k.startswith(SECTIONS)}
   missing = sorted(expected - set(flat_config(config)))
   if missing:
     raise ConfigError(f"config has no field {missing[0]}"
                       + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-                      + "; start from configs/default.py (task configs do)")
+                      + "; start from rmaat_jax/configs/default.py (task configs do)")
   model = ModelConfig.from_config(model_config(config))  # with the dataset's facts
   check_train_config(config)
   check_data_config(config)

@@ -10,9 +10,7 @@ missing data) print one line `error: ...` and exit with status 2. Only the proje
 lines are shown; `--verbosity=1` adds every library's.
 """
 
-import importlib.util
 import logging
-import pathlib
 import re
 import sys
 
@@ -21,20 +19,21 @@ from ml_collections import config_flags
 
 from rmaat_jax import console
 from rmaat_jax.config_checks import check_devices, validate_config
+from rmaat_jax.configs import TASK_CONFIG_DIR
 from rmaat_jax.errors import UserError
 
 
 def _config_help() -> str:
   """The task configs and presets, for --help."""
-  spec = importlib.util.find_spec("configs")
-  folder = pathlib.Path(spec.origin).parent if spec and spec.origin else None
-  tasks = sorted(p.name for p in folder.glob("lra_*.py")) if folder else []
+  folder = TASK_CONFIG_DIR  # the repository's top-level configs/ (absent from a wheel)
+  tasks = sorted(p.name for p in folder.glob("*.py")) if folder.is_dir() else []
+  where = f"in {folder}" if tasks else f"{folder} not found: give the file's path"
   return ("Task config file, optionally followed by presets: configs/TASK.py[:PRESETS]. "
-          f"Task configs (in {folder}): {', '.join(tasks)}. Presets, comma-separated: "
+          f"Task configs ({where}): {', '.join(tasks)}. Presets, comma-separated: "
           "a model (rmaat: the default; rmt: softmax attention, BPTT, no retention; rlt: "
           "linear attention, BPTT, no retention) and a size (cpu: minutes on 2 CPU cores), "
           "e.g. configs/lra_listops.py:rmt,cpu. Override any field with --config.SECTION.FIELD"
-          "=VALUE (configs/default.py lists them).")
+          "=VALUE (rmaat_jax/configs/default.py lists them).")
 
 
 FLAGS = flags.FLAGS
@@ -88,8 +87,8 @@ def _flag_error_message(error: Exception, argv: list[str]) -> str:
                 "--config.*")
     hint = re.search(r'Did you mean "([A-Za-z0-9_]+)"', text)
     hint = f"did you mean '{hint.group(1)}'? " if hint else ""
-    return (f"{flag}: '{field}' is not a config field; {hint}configs/default.py lists "
-            "every field")
+    return (f"{flag}: '{field}' is not a config field; {hint}"
+            "rmaat_jax/configs/default.py lists every field")
   return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 

@@ -6,7 +6,7 @@ import pathlib
 
 import numpy as np
 
-from configs import default
+from rmaat_jax.configs import default
 from rmaat_jax.data import listops
 
 
@@ -70,7 +70,7 @@ MODEL = {"listops": (17, 10, 0, False), "text": (257, 2, 0, False),
 
 
 def make_config(dataset, data_dir, batch_size=4, seed=0, **data):
-  """configs/default.py with a short length (text-like tasks) and small data settings."""
+  """rmaat_jax/configs/default.py with a short length (text-like tasks) and small data settings."""
   config = default.get_config()
   config.model.seq_len = SEQ[dataset]
   config.train.update(batch_size=batch_size, seed=seed)

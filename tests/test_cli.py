@@ -92,6 +92,20 @@ def test_help_lists_task_configs_and_presets(tmp_path):
     assert name in text, (name, text)
 
 
+def test_config_by_absolute_path_loads_from_any_directory(tmp_path):
+  # The task config file imports only rmaat_jax (configs/ is not a package): loaded by path
+  # from elsewhere, it parses; a mistyped override then stops with one line, before any work.
+  process = subprocess.run(
+      [sys.executable, "-m", "rmaat_jax.main", "--config", f"{CONFIG}:cpu",
+       "--config.train.num_stepz=5", f"--workdir={tmp_path / 'w'}"], cwd=tmp_path,
+      capture_output=True, text=True, timeout=60)
+  assert process.returncode == 2, process.stderr
+  assert error_lines(process.stderr) == [
+      "error: --config.train.num_stepz: 'num_stepz' is not a config field; did you mean "
+      "'num_steps'? rmaat_jax/configs/default.py lists every field"], process.stderr
+  assert "Traceback" not in process.stderr and not (tmp_path / "w").exists()
+
+
 def offline_env():
   """Every HTTP(S) request goes to a closed local port: offline, without waiting."""
   env = main_env()

@@ -15,7 +15,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from configs import default
 from experiments.faults import error_lines, run_main
 from rmaat_jax.config_checks import (
     COMPUTE_DTYPES,
@@ -23,6 +22,7 @@ from rmaat_jax.config_checks import (
     TRAIN_POSITIVE_INTS,
     validate_config,
 )
+from rmaat_jax.configs import default
 from rmaat_jax.data.pipeline import TASKS
 from rmaat_jax.data.tasks import MODEL_FACTS, PATHFINDER_DIFFICULTIES
 from rmaat_jax.errors import ConfigError

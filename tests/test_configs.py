@@ -1,6 +1,8 @@
 """Every config file builds a valid model whose parameters can be initialised."""
 
+import importlib.metadata
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -8,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-import configs
+from rmaat_jax import configs
 from rmaat_jax.config_checks import validate_config
 from rmaat_jax.data.tasks import TASKS as TASKS_BY_NAME
 from rmaat_jax.errors import ConfigError
@@ -93,10 +95,49 @@ def test_unknown_preset_on_the_command_line_is_one_error_line(tmp_path):
 def test_checking_a_config_imports_neither_jax_nor_the_data_libraries():
   # The command line validates first: a mistake must cost a fraction of a second. The checks
   # import the Pathfinder generator (for its difficulties), which must not render its stamps.
-  code = ("import sys, rmaat_jax.config_checks, configs.lra_listops; "
+  code = ("import sys, rmaat_jax.config_checks, rmaat_jax.configs as c; c.load('lra_listops'); "
           "print(sorted(m for m in ('jax', 'flax', 'grain', 'tensorflow_datasets', "
           "'tensorflow') if m in sys.modules)); "
           "print(sys.modules['rmaat_jax.data.pathfinder'].stamps.cache_info().currsize)")
   out = subprocess.run([sys.executable, "-c", code], cwd=CONFIG_DIR.parent,
                        capture_output=True, text=True, timeout=60, check=True)
   assert out.stdout.split() == ["[]", "0"], out.stdout
+
+
+def test_loading_a_missing_task_config_names_the_folder_or_the_configs(tmp_path, monkeypatch):
+  with pytest.raises(ConfigError, match="no task config .*lra_listop.py; task configs: "
+                                        "lra_image, lra_listops"):
+    configs.load("lra_listop")
+  # A wheel install has rmaat_jax but not the repository's configs/ folder.
+  missing = tmp_path / "configs"
+  monkeypatch.setattr(configs, "TASK_CONFIG_DIR", missing)
+  folder = re.escape(str(missing))
+  with pytest.raises(ConfigError, match=rf"no task config folder {folder}\b.*--config"):
+    configs.load("lra_listops")
+
+
+def test_the_distribution_installs_one_top_level_name():
+  # A top-level `configs` (or any other name) in site-packages would collide with other
+  # projects': everything installed lives under rmaat_jax.
+  tomllib = pytest.importorskip("tomllib")
+  setuptools = pytest.importorskip("setuptools")
+  find = tomllib.loads((CONFIG_DIR.parent / "pyproject.toml").read_text())[
+      "tool"]["setuptools"]["packages"]["find"]
+  discover = (setuptools.find_namespace_packages if find.get("namespaces", True)
+              else setuptools.find_packages)
+  packages = discover(where=str(CONFIG_DIR.parent / find.get("where", ["."])[0]),
+                      include=find["include"], exclude=find.get("exclude", ()))
+  assert {name.split(".")[0] for name in packages} == {"rmaat_jax"}, packages
+  assert "rmaat_jax.configs" in packages
+  # What the current install put on the path, where it says (none of it without an install):
+  # the metadata's top_level.txt, and an editable install's finder mapping.
+  stale = "installed before pyproject.toml changed: reinstall with pip install -e ."
+  for distribution in importlib.metadata.distributions(name="rmaat_jax"):
+    top_level = distribution.read_text("top_level.txt")
+    if top_level is not None:
+      assert set(top_level.split()) == {"rmaat_jax"}, (top_level, stale)
+  finders = [module for name, module in sys.modules.items()
+             if name.startswith("__editable___rmaat_jax") and name.endswith("_finder")]
+  for finder in finders:
+    names = {*getattr(finder, "MAPPING", {}), *getattr(finder, "NAMESPACES", {})}
+    assert {name.split(".")[0] for name in names} <= {"rmaat_jax"}, (names, stale)

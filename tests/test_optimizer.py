@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from configs import default
 from rmaat_jax import train
+from rmaat_jax.configs import default
 from rmaat_jax.models import build_model
 
 TINY = dict(vocab_size=11, num_classes=3, pad_id=0, dual_encoder=False,

@@ -166,8 +166,7 @@ def test_pipeline_batches_are_the_generators_examples(tmp_path):
 
 
 def test_a_trained_model_is_evaluated_at_other_lengths_only_when_asked(tmp_path):
-  import configs
-  from rmaat_jax import train
+  from rmaat_jax import configs, train
 
   config = configs.load("memory_recall", "cpu")
   config.model.update(emb_dim=16, num_heads=2, mlp_dim=32, num_segments=2)

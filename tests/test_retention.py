@@ -247,7 +247,7 @@ def test_factors_stay_normal_float32_up_to_the_limit_and_are_refused_past_it() -
     ("lra_listops", "rmt", False),
 ])
 def test_a_config_past_the_measured_reach_warns_once(task, preset, warns, caplog) -> None:
-  import configs
+  from rmaat_jax import configs
   from rmaat_jax.config_checks import NO_CARRY_REACH, memory_reach, validate_config
 
   caplog.set_level("WARNING")

@@ -10,13 +10,12 @@ import tensorflow_datasets as tfds
 from data_fixtures import max_min_rows, write_aan, write_fashion_mnist, write_listops
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import configs
 from experiments.faults import (
   listops_flags,
   results_without_resume,
   run_main,
 )
-from rmaat_jax import train
+from rmaat_jax import configs, train
 from rmaat_jax.data import pipeline
 from rmaat_jax.data.tasks import TASKS
 

@@ -42,7 +42,8 @@ POSITIVE_INT_FIELDS = (
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """All model hyper-parameters (docs/method.md sections 1-5); meanings and defaults:
-  configs/default.py. Build with `from_config`, which fills what a mapping leaves out."""
+  rmaat_jax/configs/default.py. Build with `from_config`, which fills what a mapping leaves
+  out."""
 
   vocab_size: int
   num_classes: int
@@ -90,10 +91,11 @@ class ModelConfig:
   def from_config(cls, config: Mapping[str, Any]) -> ModelConfig:
     """Builds from a ConfigDict / dict; unknown keys are an error (typos must not pass).
 
-    Fields the mapping leaves out take configs/default.py's values: the one place a
-    default lives (`build_model(dict(vocab_size=17, ...))` from Python needs no full config).
+    Fields the mapping leaves out take rmaat_jax/configs/default.py's values: the one
+    place a default lives (`build_model(dict(vocab_size=17, ...))` from Python needs no full
+    config).
     """
-    from configs import default  # the project's config package (installed with it)
+    from rmaat_jax.configs import default
 
     items = dict(config.items())
     known = {f.name for f in dataclasses.fields(cls)}

@@ -1,7 +1,8 @@
 """Defaults shared by every task config (`get_config()` returns an ml_collections ConfigDict).
 
-Task configs (configs/lra_*.py) start from this and override what differs. Field names in
-`model`, `train` and `data` are a contract with the trainer and outside checks.
+Task configs (the repository's configs/lra_*.py, configs/memory_recall.py) start from this
+and override what differs. Field names in `model`, `train` and `data` are a contract with
+the trainer and outside checks.
 """
 
 import ml_collections
