@@ -114,6 +114,36 @@ def test_softmax_attention_matches_reference(same_head_size):  # or the einsum f
   np.testing.assert_allclose(np.asarray(out), ref, rtol=2e-5, atol=1e-6)
 
 
+
+@pytest.mark.parametrize("backend, dtype, head_dim, expected", [
+    ("gpu", jnp.bfloat16, 64, "cudnn"), ("cuda", jnp.float16, 128, "cudnn"),
+    ("gpu", jnp.float32, 64, None),       # cuDNN's flash attention takes 16-bit inputs only
+    ("gpu", jnp.bfloat16, 20, None),      # head sizes: multiples of 8
+    ("gpu", jnp.bfloat16, 256, None),     # ... up to 128
+    ("cpu", jnp.bfloat16, 64, None), ("tpu", jnp.bfloat16, 64, None),
+])
+def test_softmax_implementation_per_backend(backend, dtype, head_dim, expected):
+  assert attention.softmax_implementation(dtype, head_dim, backend) == expected
+
+
+def test_softmax_attention_falls_back_to_xla_where_cudnn_refuses(monkeypatch):
+  # On this CPU machine cuDNN refuses at trace time; the result must be XLA's.
+  q, k, v, _ = _inputs()
+  v, mask = v[..., :M_DIM], _mask()
+  xla = attention.softmax_attention(q, k, v, key_mask=mask)
+  calls = []
+  real = jax.nn.dot_product_attention
+
+  def recording(*args, implementation=None, **kwargs):
+    calls.append(implementation)
+    return real(*args, implementation=implementation, **kwargs)
+
+  monkeypatch.setattr(jax.nn, "dot_product_attention", recording)
+  monkeypatch.setattr(attention, "softmax_implementation", lambda *a, **k: "cudnn")
+  out = attention.softmax_attention(q, k, v, key_mask=mask)
+  assert calls == ["cudnn", None]
+  np.testing.assert_array_equal(np.asarray(out), np.asarray(xla))
+
 def _all_shapes(jaxpr):
   """Shapes of every intermediate in a jaxpr, sub-jaxprs (scan, pjit, ...) included."""
   for eqn in all_eqns(jaxpr):

@@ -104,16 +104,34 @@ def linear_attention(q: Array, k: Array, v: Array, *,
   return _zero_padded_queries(out, key_mask)
 
 
+# Trace-time refusals of cuDNN's fused attention (no cuDNN, an old version, a shape or
+# layout it does not take); the XLA implementation computes the same function.
+_CUDNN_REFUSALS = (NotImplementedError, RuntimeError, ValueError, TypeError)
+
+
+def softmax_implementation(dtype, head_dim: int, backend: str | None = None) -> str | None:
+  """The `jax.nn.dot_product_attention` implementation for this backend and shape.
+
+  JAX's own default (None) is always XLA's. cuDNN's flash attention is the fast path on a
+  GPU; it takes only 16-bit inputs and head sizes that are multiples of 8 up to 128, so other
+  cases (and every CPU/TPU run) stay on XLA."""
+  backend = backend or jax.default_backend()
+  if (backend in ("gpu", "cuda") and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+      and head_dim % 8 == 0 and head_dim <= 128):
+    return "cudnn"
+  return None
+
+
 def softmax_attention(q: Array, k: Array, v: Array, *,
                       key_mask: Array | None = None) -> Array:
   """RMT baseline: scaled dot-product softmax attention (quadratic in N).
 
-  Through `jax.nn.dot_product_attention`, as RMT is run in practice: JAX picks the
-  implementation per backend (XLA's fused softmax attention on CPU; cuDNN's flash
-  attention on a GPU where dtype and shapes allow, else XLA), instead of materialising
-  logits and probabilities as separate einsums. Two cases go through the einsum formula
-  instead: values of another head size than the queries' (that function takes one), and
-  float64 (it computes the softmax in float32)."""
+  Through `jax.nn.dot_product_attention`, as RMT is run in practice: cuDNN's flash attention
+  on a GPU where `softmax_implementation` says it applies (falling back to XLA if cuDNN
+  refuses at trace time), XLA's fused softmax attention elsewhere, instead of
+  materialising logits and probabilities as separate einsums. Two cases go through the
+  einsum formula instead: values of another head size than the queries' (that function
+  takes one), and float64 (it computes the softmax in float32)."""
   mask = None if key_mask is None else key_mask[:, None, None, :]
   if v.shape[-1] != q.shape[-1] or jnp.finfo(q.dtype).bits > 32:
     logits = jnp.einsum("bhim,bhjm->bhij", q, k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
@@ -122,7 +140,15 @@ def softmax_attention(q: Array, k: Array, v: Array, *,
     out = jnp.einsum("bhij,bhjd->bhid", jax.nn.softmax(logits, axis=-1), v)
   else:
     swap = lambda x: jnp.swapaxes(x, 1, 2)  # noqa: E731  [B, H, N, m] <-> [B, N, H, m]
-    out = swap(jax.nn.dot_product_attention(swap(q), swap(k), swap(v), mask=mask))
+    attend = lambda impl: jax.nn.dot_product_attention(  # noqa: E731
+        swap(q), swap(k), swap(v), mask=mask, implementation=impl)
+    implementation = softmax_implementation(q.dtype, q.shape[-1])
+    try:
+      out = swap(attend(implementation))
+    except _CUDNN_REFUSALS:
+      if implementation is None:
+        raise
+      out = swap(attend(None))
   return _zero_padded_queries(out, key_mask)
 
 
