@@ -12,13 +12,13 @@ recorded as such, and the next one starts:
    PyTorch port's parity) on the GPU backend -> tests_<tag>.xml (JUnit) and the pass /
    fail counts in the summary. Needs pytest and hypothesis (skipped, and recorded so,
    when pytest is missing).
-1. throughput: experiments.train_throughput at every task config's own batch (the
+1. throughput: experiments.benchmarks.train_throughput at every task config's own batch (the
    trainer's pmapped step) -> train_throughput_gpu.{json,md}.
-2. memory: experiments.compare_memory --device gpu on the Text and Retrieval configs,
+2. memory: experiments.benchmarks.compare_memory --device gpu on the Text and Retrieval configs,
    BPTT vs AMRB, JAX vs the PyTorch port (CUDA), runtime peaks (`memory_stats()`,
    `torch.cuda.max_memory_allocated`) and step times at the same sizes ->
    compare_memory_gpu.{json,md,png}.
-3. paper: experiments.paper_table, RMAAT (both AMRB replays) vs RMT on the Retrieval
+3. paper: experiments.benchmarks.paper_table, RMAAT (both AMRB replays) vs RMT on the Retrieval
    config at 1K-16K tokens, memory and step time, in bfloat16 (RMT's attention through
    cuDNN's flash attention) -> paper_table_gpu.{json,md}.
 4. listops: the full ListOps config (generated data) trained for as many steps as the
@@ -43,8 +43,8 @@ import sys
 import tempfile
 import time
 
-from experiments.faults import config_flags, tiny_listops
 from experiments.learning_curves import read_scalars
+from experiments.reliability.faults import config_flags, tiny_listops
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The ListOps phase: data preparation, compile and the final test pass, not steps.
@@ -159,17 +159,18 @@ def main(argv: list[str] | None = None) -> int:
   phases.append(tests_phase(tag, DRY_TESTS if args.dry_run else GPU_TESTS, args.out_dir,
                             0.25 * budget, workdir, env))
 
-  throughput_cmd = python + ["experiments.train_throughput", "--out_dir", str(args.out_dir),
-                             "--tag", tag]
+  throughput_cmd = python + ["experiments.benchmarks.train_throughput",
+                             "--out_dir", str(args.out_dir), "--tag", tag]
   throughput_cmd += DRY_THROUGHPUT if args.dry_run else ["--batch", "0", "--steps", "5"]
   phases.append(run_phase("throughput", throughput_cmd, 0.15 * budget, workdir, env))
 
-  memory_cmd = python + ["experiments.compare_memory", "--out_dir", str(args.out_dir)]
+  memory_cmd = python + ["experiments.benchmarks.compare_memory", "--out_dir", str(args.out_dir)]
   memory_cmd += DRY_MEMORY if args.dry_run else [
       "--device", "gpu", "--tasks", "text", "retrieval", "--segments", "8", "--batch", "32"]
   phases.append(run_phase("memory", memory_cmd, 0.25 * budget, workdir, env))
 
-  paper_cmd = python + ["experiments.paper_table", "--out_dir", str(args.out_dir), "--tag", tag]
+  paper_cmd = python + ["experiments.benchmarks.paper_table", "--out_dir", str(args.out_dir),
+                        "--tag", tag]
   # bfloat16: RMT's attention then runs cuDNN's flash attention, the baseline as run on GPUs.
   paper_cmd += DRY_PAPER if args.dry_run else [
       "--tokens", "1024", "4096", "16384", "--time_max_tokens", "16384", "--dtype", "bfloat16"]

@@ -18,6 +18,9 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]  # the repository root
+RESULTS_DIR = ROOT / "experiments" / "results"  # every experiment's default output folder
+
 Row = dict[str, Any]
 Key = Callable[[Mapping[str, Any]], Any]
 
@@ -67,13 +70,12 @@ def merge_rows(path: pathlib.Path, rows: Iterable[Row], key: Key, *,
 def git_commit() -> str:
   """The repository's HEAD (with "+dirty" when tracked code has uncommitted changes;
   results files, which the experiments themselves rewrite, do not count), or "unknown"."""
-  root = pathlib.Path(__file__).resolve().parent.parent
   try:
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
                           capture_output=True, check=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
                             ".", ":(exclude)experiments/results", ":(exclude)*.md"],
-                           cwd=root, text=True, capture_output=True, check=True).stdout.strip()
+                           cwd=ROOT, text=True, capture_output=True, check=True).stdout.strip()
   except (OSError, subprocess.CalledProcessError):
     return "unknown"
   return head + ("+dirty" if dirty else "")

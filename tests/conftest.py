@@ -17,7 +17,7 @@ if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-from experiments.faults import listops_flags, run_main  # noqa: E402
+from experiments.reliability.faults import listops_flags, run_main  # noqa: E402
 
 if jax.default_backend() != "cpu":
   jax.config.update("jax_default_matmul_precision", "highest")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from data_fixtures import make_config, max_min_rows, write_listops
 
-from experiments.faults import error_lines, listops_flags, run_main
+from experiments.reliability.faults import error_lines, listops_flags, run_main
 from rmaat_jax.data import pathfinder
 from rmaat_jax.data.batching import ToModelInputs
 from rmaat_jax.data.pipeline import get_datasets

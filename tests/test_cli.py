@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from experiments.faults import ROOT, error_lines, listops_flags, main_env, run_main
+from experiments.reliability.faults import ROOT, error_lines, listops_flags, main_env, run_main
 
 CONFIG = str(ROOT / "configs" / "lra_listops.py")
 LOG_LINE = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ ([\w.]+):\d+\] (.*)$")
@@ -136,7 +136,7 @@ def test_a_run_resumed_with_other_data_workers_ends_as_an_uninterrupted_one(list
                                                                             tmp_path):
   import shutil
 
-  from experiments.faults import results_without_resume
+  from experiments.reliability.faults import results_without_resume
 
   # Validation at the end only: the state after the step-2 checkpoint is then exactly
   # checkpoints/2 (no best checkpoint yet).

@@ -1,6 +1,7 @@
-"""experiments/compare_memory*.py and torch_rmaat_memory.py: one memory metric for both
-frameworks. The profiler meter is checked against tensors of known size (numeric oracle),
-then on the port's training step against the training state it must at least hold."""
+"""experiments/benchmarks/compare_memory*.py and torch_port/memory_meter.py: one memory
+metric for both frameworks. The profiler meter is checked against tensors of known size
+(numeric oracle), then on the port's training step against the training state it must at
+least hold."""
 
 from __future__ import annotations
 
@@ -10,24 +11,24 @@ import json
 import pytest
 import torch
 
-from experiments import compare_memory
-from experiments.compare_memory_measure import (
-    EPS,
-    LEARNING_RATE,
-    WEIGHT_DECAY,
-    example_batch,
-    measure,
-    task_config,
+from experiments.benchmarks import compare_memory
+from experiments.benchmarks.compare_memory_measure import (
+  EPS,
+  LEARNING_RATE,
+  WEIGHT_DECAY,
+  example_batch,
+  measure,
+  task_config,
 )
-from experiments.compare_memory_report import METRICS, bptt_slope, plot, summary, table
-from experiments.torch_rmaat import build_torch_model
-from experiments.torch_rmaat_memory import (
-    SavedTensorMeter,
-    profile_live_bytes,
-    storage_bytes,
-    training_state_bytes,
-    training_step_live_bytes,
+from experiments.benchmarks.compare_memory_report import METRICS, bptt_slope, plot, summary, table
+from experiments.torch_port.memory_meter import (
+  SavedTensorMeter,
+  profile_live_bytes,
+  storage_bytes,
+  training_state_bytes,
+  training_step_live_bytes,
 )
+from experiments.torch_port.model import build_torch_model
 
 MIB = 2**20
 

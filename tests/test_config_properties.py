@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from experiments.faults import error_lines, run_main
+from experiments.reliability.faults import error_lines, run_main
 from rmaat_jax.config_checks import (
     COMPUTE_DTYPES,
     TRAIN_NON_NEGATIVE_FLOATS,

@@ -13,7 +13,7 @@ import time
 import orbax.checkpoint as ocp
 import pytest
 
-from experiments.faults import (
+from experiments.reliability.faults import (
   corrupt_checkpoint,
   error_lines,
   kill_during_checkpoint_write,

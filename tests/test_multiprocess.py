@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from experiments.faults import listops_flags, run_main, run_two_processes
+from experiments.reliability.faults import listops_flags, run_main, run_two_processes
 
 # Full-rate updates from the first step (no warmup), so a wrong gradient mean would show.
 FLAGS = {"train.batch_size": 8, "train.num_steps": 3, "train.log_every": 1,

@@ -13,7 +13,8 @@ from rmaat_jax.data import pathfinder as pf
 
 # Hard-set statistics of the original snakes2.py at LRA's arguments, which the generator now
 # follows in how cv2.dilate's border confines seeds (docs/data.md sections 4.2 and 4.4;
-# experiments/pathfinder_reference.py emulates the original: 20.3 / 0.344, 1.2 distractors).
+# experiments/data_checks/pathfinder_reference.py emulates the original: 20.3 / 0.344,
+# 1.2 distractors).
 HARD_MEAN, HARD_NONZERO, HARD_DISTRACTORS = 20.3, 0.344, 1.2
 
 

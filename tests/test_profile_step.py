@@ -1,4 +1,4 @@
-"""experiments/profile_step.py reads JAX's profiler trace (a private reader that may move
+"""experiments/benchmarks/profile_step.py reads JAX's profiler trace (a private reader that may move
 between JAX versions): a toy run must attribute the step's time to XLA operation kinds."""
 
 import json
@@ -10,8 +10,8 @@ import pytest
 
 @pytest.mark.slow  # a benchmark script's plumbing, in its own pinned process (~10 s)
 def test_toy_profile_attributes_time_to_operation_kinds(tmp_path):
-  subprocess.run([sys.executable, "-m", "experiments.profile_step", "--toy", "--steps", "2",
-                  "--out_dir", str(tmp_path), "--tag", "toy"], check=True,
+  subprocess.run([sys.executable, "-m", "experiments.benchmarks.profile_step", "--toy",
+                  "--steps", "2", "--out_dir", str(tmp_path), "--tag", "toy"], check=True,
                  capture_output=True, text=True, timeout=300)
   result = json.loads((tmp_path / "profile_step_toy.json").read_text())
   ops = result["ms_per_step"]

@@ -1,4 +1,4 @@
-"""The PyTorch port (experiments/torch_rmaat.py) computes the JAX model's function.
+"""The PyTorch port (experiments/torch_port/) computes the JAX model's function.
 
 Both frameworks run in float32 (JAX's default; torch modules are built with
 dtype=torch.float32), so tolerances cover float32 rounding only: logits to rtol 1e-4, every
@@ -24,8 +24,8 @@ import optax
 import pytest
 import torch
 
-from experiments.torch_rmaat import build_torch_model, torch_grads_as_jax_tree
-from experiments.torch_rmaat_memory import SavedTensorMeter
+from experiments.torch_port.memory_meter import SavedTensorMeter
+from experiments.torch_port.model import build_torch_model, torch_grads_as_jax_tree
 from rmaat_jax.models import ModelConfig, build_model
 
 SEGMENT_LEN, BATCH = 16, 2

@@ -10,7 +10,7 @@ import tensorflow_datasets as tfds
 from data_fixtures import max_min_rows, write_aan, write_fashion_mnist, write_listops
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from experiments.faults import (
+from experiments.reliability.faults import (
   listops_flags,
   results_without_resume,
   run_main,

@@ -1,15 +1,15 @@
 """Training memory and step time of RMAAT, JAX vs PyTorch, BPTT vs AMRB, vs segments.
 
-    python -m experiments.compare_memory [--segments 2 4 8 16 32] [--tasks text retrieval]
-        [--batch 2] [--repeats 3] [--out_dir experiments/results] [--device auto|cpu|gpu]
-        [--frameworks jax torch] [--torch_threads N] [--tag NAME] [--resume]
-        [--quick] [--toy] [--replot compare_memory_<device>.json]
+    python -m experiments.benchmarks.compare_memory [--segments 2 4 8 16 32]
+        [--tasks text retrieval] [--batch 2] [--repeats 3] [--out_dir experiments/results]
+        [--device auto|cpu|gpu] [--frameworks jax torch] [--torch_threads N] [--tag NAME]
+        [--resume] [--quick] [--toy] [--replot compare_memory_<device>.json]
 
 Models: the Text and Retrieval configs (configs/lra_text.py, configs/lra_retrieval.py:
 d 256 / 128, 4 layers, 4 heads, d_ff 1024 / 512, 1 / 4 memory tokens, Retrieval a dual
 encoder), astro attention, dropout 0.1, with T segments of the configs' 512 tokens, i.e.
 seq_len = 512 T (per document); T = 8 is the configs' own 4096. One step = forward +
-backward + AdamW update, float32. The PyTorch model is experiments/torch_rmaat.py (the
+backward + AdamW update, float32. The PyTorch model is experiments/torch_port/ (the
 port checked against JAX by tests/test_torch_parity.py). AMRB replays each segment block by
 block in both frameworks (model.amrb_replay's default, "block").
 
@@ -23,7 +23,7 @@ each row's memory_metric) and plot say which:
   arguments + outputs + temp - aliased; temp holds activations, gradients and workspace);
   PyTorch = the peak of live CPU-allocator bytes over a step after a warm-up step, from
   `torch.profiler` (profile_memory) allocation and free records: every tensor, transient
-  workspace included (experiments/torch_rmaat_memory.profile_live_bytes). Neither counts
+  workspace included (experiments/torch_port/memory_meter.profile_live_bytes). Neither counts
   memory that kernels allocate outside the framework's allocator (e.g. BLAS packing).
   (On CPU each framework runs in its own subprocess: see _run_in_subprocess.)
 - JAX's dropout bits: the memory figure is that of the step compiled with
@@ -55,10 +55,15 @@ from pathlib import Path
 
 # The parent process only orchestrates: jax and torch are imported by the measuring
 # subprocesses (compare_memory_measure), and by the parent only to look for a GPU.
-from experiments.compare_memory_report import COMMON_METRIC, METRICS, TASKS, plot, summary, table
-from experiments.results_store import key_of, merge_rows
-
-HERE = Path(__file__).resolve().parent
+from experiments.benchmarks.compare_memory_report import (
+  COMMON_METRIC,
+  METRICS,
+  TASKS,
+  plot,
+  summary,
+  table,
+)
+from experiments.results_store import RESULTS_DIR, ROOT, key_of, merge_rows
 
 FRAMEWORKS, MODES = ("jax", "torch"), ("bptt", "amrb")
 
@@ -90,8 +95,8 @@ def _run_in_subprocess(jobs: list[list], rows_file: Path) -> list[dict]:
   process, because JAX cannot reset its peak-memory counter.
   """
   proc = subprocess.Popen(
-      [sys.executable, "-m", "experiments.compare_memory", "--_jobs", json.dumps(jobs)],
-      cwd=HERE.parent, stdout=subprocess.PIPE, text=True)
+      [sys.executable, "-m", "experiments.benchmarks.compare_memory", "--_jobs", json.dumps(jobs)],
+      cwd=ROOT, stdout=subprocess.PIPE, text=True)
   rows = []
   for line in proc.stdout:
     if line.startswith("ROW "):
@@ -191,7 +196,7 @@ def main() -> None:
   parser.add_argument("--batch", type=int, default=2,
                       help="examples per step (2: the full CPU sweep fits ~20 min on 2 cores)")
   parser.add_argument("--repeats", type=int, default=3, help="timed steps (median)")
-  parser.add_argument("--out_dir", type=Path, default=HERE / "results")
+  parser.add_argument("--out_dir", type=Path, default=RESULTS_DIR)
   parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
   parser.add_argument("--quick", action="store_true",
                       help="smoke run: segments 2 4, batch 1, 1 timed step, file suffix _quick")
@@ -216,7 +221,7 @@ def main() -> None:
     return
 
   if args._jobs:  # each job: framework, task, mode, segments, batch, repeats, device
-    from experiments.compare_memory_measure import measure
+    from experiments.benchmarks.compare_memory_measure import measure
 
     for job in json.loads(args._jobs):
       start = time.perf_counter()

@@ -24,16 +24,16 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 import torch  # noqa: E402
 
-from experiments.compare_memory_report import METRICS, TASKS  # noqa: E402
-from experiments.torch_rmaat import build_torch_model  # noqa: E402
-from experiments.torch_rmaat_memory import (  # noqa: E402
-    SavedTensorMeter,
-    optimizer_tensors,
-    storage_bytes,
-    tensor_bytes,
-    training_state_bytes,
-    training_step_live_bytes,
+from experiments.benchmarks.compare_memory_report import METRICS, TASKS  # noqa: E402
+from experiments.torch_port.memory_meter import (  # noqa: E402
+  SavedTensorMeter,
+  optimizer_tensors,
+  storage_bytes,
+  tensor_bytes,
+  training_state_bytes,
+  training_step_live_bytes,
 )
+from experiments.torch_port.model import build_torch_model  # noqa: E402
 from rmaat_jax import configs  # noqa: E402
 from rmaat_jax.data.tasks import model_config  # noqa: E402
 from rmaat_jax.models import ModelConfig, build_model  # noqa: E402

@@ -1,8 +1,8 @@
 """Generator speed and input-pipeline throughput (issue 3).
 
-    python -m experiments.data_throughput [--data_dir DIR] [--batches 50] [--workers 0,2]
+    python -m experiments.benchmarks.data_throughput [--data_dir DIR] [--batches 50] [--workers 0,2]
         [--fake_records 10000] [--pipelines_only]
-    python -m experiments.data_throughput --full_generators [--pathfinder_num 1000]
+    python -m experiments.benchmarks.data_throughput --full_generators [--pathfinder_num 1000]
         [--pathfinder_workers_num 4000]
 
 - ListOps generator: ms per accepted tree (median of 3 runs of 2000 trees).
@@ -50,6 +50,7 @@ from typing import Any
 import grain.python as grain
 import numpy as np
 
+from experiments.results_store import RESULTS_DIR, ROOT
 from rmaat_jax.configs import default
 from rmaat_jax.data import builders, listops, pathfinder, preprocess
 from rmaat_jax.data.batching import GlobalBatchSampler
@@ -58,7 +59,7 @@ from rmaat_jax.data.pipeline import get_datasets, prepare_builder
 from rmaat_jax.data.tasks import get_task, model_facts
 from rmaat_jax.errors import DataFormatError
 
-HERE = pathlib.Path(__file__).resolve().parent
+
 def _median_time(fn, runs: int = 3) -> float:
   times = []
   for _ in range(runs):
@@ -87,7 +88,7 @@ def full_generator_speed(scratch: pathlib.Path, pathfinder_num: int,
   start = time.perf_counter()
   out = subprocess.run([sys.executable, "-m", "rmaat_jax.data.listops", "--out",
                         str(scratch / "listops")], capture_output=True, text=True, check=True,
-                       cwd=HERE.parent)
+                       cwd=ROOT)
   listops_s = time.perf_counter() - start
   trees = 96000 + 2000 + 2000
 
@@ -339,8 +340,9 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     meta = {"date": datetime.date.today().isoformat(), "machine": args.machine,
-            "command": shlex.join(["python", "-m", "experiments.data_throughput", *sys.argv[1:]])}
-    out = HERE / "results"
+            "command": shlex.join(["python", "-m", "experiments.benchmarks.data_throughput",
+                                   *sys.argv[1:]])}
+    out = RESULTS_DIR
     out.mkdir(exist_ok=True)
     (out / "data_throughput_full.json").write_text(
         json.dumps({"meta": meta, "generators": full}, indent=1) + "\n")
@@ -373,11 +375,12 @@ def main() -> None:
             f"{r['us_per_record_32_per_call']:.1f} |" for r in reads]
   table = "\n".join(lines)
   print(table)
-  out = HERE / "results"
+  out = RESULTS_DIR
   out.mkdir(exist_ok=True)
   meta = {"date": datetime.date.today().isoformat(), "machine": args.machine,
           "cpus": os.cpu_count(), "load_average_1_5_15_at_end": os.getloadavg(),
-          "command": shlex.join(["python", "-m", "experiments.data_throughput", *sys.argv[1:]])}
+          "command": shlex.join(["python", "-m", "experiments.benchmarks.data_throughput",
+                                 *sys.argv[1:]])}
   (out / "data_throughput.json").write_text(json.dumps(
       {"meta": meta, "generators": generators, "pipelines": pipelines, "reads": reads},
       indent=1) + "\n")

@@ -1,7 +1,8 @@
 """Compiled memory of a training gradient vs number of segments, for bptt / remat / amrb.
 
-    python -m experiments.memory_scaling [--segments 2 4 8 16 32 64] [--time_segments 8 16]
-    python -m experiments.memory_scaling --replot   # redraw the plot from the saved JSON
+    python -m experiments.benchmarks.memory_scaling [--segments 2 4 8 16 32 64]
+        [--time_segments 8 16]
+    python -m experiments.benchmarks.memory_scaling --replot   # redraw the plot from the saved JSON
 
 Model: d=128, 4 heads, 2 layers, d_ff=512, 1 memory token, astro attention, segments of
 256 tokens, batch 8 (issue 2). Memory is XLA's compiled buffer assignment
@@ -22,9 +23,9 @@ import platform
 
 import jax
 
+from experiments.results_store import RESULTS_DIR
 from rmaat_jax.memory import gradient_step_profile
 
-HERE = pathlib.Path(__file__).resolve().parent
 MODES = ("bptt", "remat", "amrb")
 MODEL = dict(vocab_size=256, num_classes=10, pad_id=0, dual_encoder=False,
              num_memory_tokens=1, emb_dim=128, num_heads=4,
@@ -120,7 +121,7 @@ def main() -> None:
   parser.add_argument("--segments", type=int, nargs="+", default=[2, 4, 8, 16, 32, 64])
   parser.add_argument("--time_segments", type=int, nargs="*", default=[8])
   parser.add_argument("--runs", type=int, default=5)
-  parser.add_argument("--out", type=pathlib.Path, default=HERE / "results")
+  parser.add_argument("--out", type=pathlib.Path, default=RESULTS_DIR)
   parser.add_argument("--replot", action="store_true",
                       help="only redraw memory_scaling.png from memory_scaling.json in --out")
   args = parser.parse_args()

@@ -1,6 +1,6 @@
 """The paper's headline comparison: RMAAT against RMT on the Retrieval config's model.
 
-    python -m experiments.paper_table [--batch 4] [--tokens 1024 4096 16384 65536]
+    python -m experiments.benchmarks.paper_table [--batch 4] [--tokens 1024 4096 16384 65536]
                                       [--time_max_tokens 4096] [--runs 3]
                                       [--amrb_replay block segment]
 
@@ -27,12 +27,12 @@ import pathlib
 import jax
 import jax.numpy as jnp
 
+from experiments.results_store import RESULTS_DIR
 from rmaat_jax import configs
 from rmaat_jax.configs.presets import MODEL_PRESETS
 from rmaat_jax.data.tasks import model_config
 from rmaat_jax.memory import gradient_step_profile
 
-HERE = pathlib.Path(__file__).resolve().parent
 REPLAYS = ("block", "segment")  # model.amrb_replay values for RMAAT rows
 MIB = 2.0 ** 20
 
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                       help="compute dtype of both models (bfloat16: on a GPU, RMT's attention "
                       "runs cuDNN's flash attention)")
-  parser.add_argument("--out_dir", type=pathlib.Path, default=HERE / "results")
+  parser.add_argument("--out_dir", type=pathlib.Path, default=RESULTS_DIR)
   parser.add_argument("--tag", default="", help="file name paper_table_<tag> (default: the "
                       "platform, e.g. paper_table_cpu)")
   args = parser.parse_args(argv)

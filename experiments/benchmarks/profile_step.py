@@ -1,6 +1,6 @@
 """Where a JAX training step spends its time, per kind of XLA operation (one CPU core).
 
-    python -m experiments.profile_step [--task text] [--segments 2] [--mode bptt]
+    python -m experiments.benchmarks.profile_step [--task text] [--segments 2] [--mode bptt]
         [--amrb_replay block] [--batch 2] [--steps 3] [--top 25] [--tag NAME] [--toy]
 
 Builds the same training step as step_time.py (compare_memory_measure.jax_training_step:
@@ -14,7 +14,8 @@ This is how issue 13's BPTT step was taken apart (docs/method.md 5.1).
 
 from __future__ import annotations
 
-from experiments.step_time import configure_threads
+from experiments.benchmarks.step_time import configure_threads
+from experiments.results_store import RESULTS_DIR
 
 # One core, one XLA thread, before jax is imported (step_time.py --threads 1's settings).
 configure_threads(1, None)
@@ -31,9 +32,10 @@ import tempfile  # noqa: E402
 import jax  # noqa: E402
 from jax._src.lib import _profile_data  # noqa: E402
 
-from experiments.compare_memory_measure import jax_training_step, task_config  # noqa: E402
-
-HERE = pathlib.Path(__file__).resolve().parent
+from experiments.benchmarks.compare_memory_measure import (  # noqa: E402
+  jax_training_step,
+  task_config,
+)
 
 
 def op_times(trace_dir: str, steps: int) -> dict[str, float]:
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--top", type=int, default=25)
   parser.add_argument("--tag", default="")
   parser.add_argument("--toy", action="store_true", help="a tiny model (a smoke run)")
-  parser.add_argument("--out_dir", type=pathlib.Path, default=HERE / "results")
+  parser.add_argument("--out_dir", type=pathlib.Path, default=RESULTS_DIR)
   args = parser.parse_args(argv)
 
   cfg = dataclasses.replace(task_config(args.task, args.segments, args.mode, args.toy),

@@ -1,6 +1,6 @@
 """Per-segment and per-layer training memory of the Text config's model (issue 13).
 
-    python -m experiments.segment_memory [--batch 2]
+    python -m experiments.benchmarks.segment_memory [--batch 2]
 
 Compiled temp memory (XLA buffer assignment) of one training gradient: BPTT at 2 and 4
 segments (the difference / 2 is what BPTT stores per segment), AMRB at 1, 2 and 4 layers
@@ -18,11 +18,11 @@ import pathlib
 
 import jax
 
+from experiments.results_store import RESULTS_DIR
 from rmaat_jax import configs
 from rmaat_jax.data.tasks import model_config
 from rmaat_jax.memory import gradient_step_profile
 
-HERE = pathlib.Path(__file__).resolve().parent
 MIB = 2.0 ** 20
 
 
@@ -36,7 +36,7 @@ def temp_mib(base: dict, batch: int, **changes) -> float:
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batch", type=int, default=2)
-  parser.add_argument("--out_dir", type=pathlib.Path, default=HERE / "results")
+  parser.add_argument("--out_dir", type=pathlib.Path, default=RESULTS_DIR)
   args = parser.parse_args(argv)
   # "rbg" dropout bits, as on a GPU (CPU compilation stands in for it; docs/method.md 5.1)
   base = {**model_config(configs.load("lra_text")), "dropout_rng": "rbg"}

@@ -1,6 +1,6 @@
 """Training-step time, JAX vs the PyTorch port, interleaved in one process at equal threads.
 
-    python -m experiments.step_time [--tasks text retrieval] [--segments 2 4]
+    python -m experiments.benchmarks.step_time [--tasks text retrieval] [--segments 2 4]
         [--modes bptt amrb] [--amrb_replay block segment] [--batch 2] [--repeats 7]
         [--warmup 1] [--threads 1] [--cores C ...] [--out_dir experiments/results]
         [--tag NAME] [--toy]
@@ -60,9 +60,9 @@ from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 
-from experiments.compare_memory_report import TASKS
+from experiments.benchmarks.compare_memory_report import TASKS
+from experiments.results_store import RESULTS_DIR, ROOT
 
-HERE = Path(__file__).resolve().parent
 MODES = ("bptt", "amrb", "remat")
 REPLAYS = ("block", "segment")
 XLA_POOL_THREAD_NAME = "tf_XLAEigen"  # XLA's CPU intra-op pool (thread names in /proc)
@@ -148,7 +148,7 @@ def measure_row(task: str, segments: int, mode: str, replay: str | None, batch: 
                 repeats: int, warmup: int, toy: bool, on_first_jax_step: Callable[[], None],
                 attention: str = "astro") -> dict:
   """One (task, T, mode[, replay]) row: --warmup steps each, then J, T pairs, timed."""
-  from experiments.compare_memory_measure import (
+  from experiments.benchmarks.compare_memory_measure import (
     TIMING_DROPOUT_RNG,
     jax_training_step,
     task_config,
@@ -242,7 +242,7 @@ def cpu_model() -> str:
 
 def _git_state() -> dict:
   def git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, text=True,
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
                           check=True).stdout.strip()
 
   try:
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
                       help="threads (and pinned cores) for both frameworks")
   parser.add_argument("--cores", type=int, nargs="+",
                       help="the cores to pin to (default: the first --threads allowed ones)")
-  parser.add_argument("--out_dir", type=Path, default=HERE / "results")
+  parser.add_argument("--out_dir", type=Path, default=RESULTS_DIR)
   parser.add_argument("--tag", default="", help="suffix for the output files' names")
   parser.add_argument("--toy", action="store_true",
                       help="a tiny model (d 16, 1 layer, 16-token segments); file suffix _toy")
@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
   all_loads = [load_before[0], load_after[0],
                *(x for r in rows for x in (r["load_before"][0], r["load_after"][0]))]
   meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
-          "command": "python -m experiments.step_time " + shlex.join(sys.argv[1:]),
+          "command": "python -m experiments.benchmarks.step_time " + shlex.join(sys.argv[1:]),
           "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
           "python": platform.python_version(),
           "versions": {p: version(p) for p in ("jax", "jaxlib", "flax", "optax", "torch")},

@@ -1,8 +1,8 @@
 """Training-step throughput of every task config (the trainer's own pmapped step).
 
-    python -m experiments.train_throughput [--batch 4] [--steps 3] [--configs lra_listops ...]
-        [--preset cpu] [--dropout_rng auto|rbg|threefry] [--out_dir experiments/results]
-        [--tag gpu]
+    python -m experiments.benchmarks.train_throughput [--batch 4] [--steps 3]
+        [--configs lra_listops ...] [--preset cpu] [--dropout_rng auto|rbg|threefry]
+        [--out_dir experiments/results] [--tag gpu]
 
 Each config's model is trained for `--steps` timed steps (median, after one warm-up step)
 on random tokens of the task's shape, with `--batch` examples per step (the task configs'
@@ -20,12 +20,10 @@ import flax
 import jax
 import numpy as np
 
-from experiments.results_store import key_of, merge_rows, provenance
+from experiments.results_store import RESULTS_DIR, key_of, merge_rows, provenance
 from rmaat_jax import configs, train
 from rmaat_jax.config_checks import validate_config
 from rmaat_jax.models import build_model
-
-HERE = pathlib.Path(__file__).resolve().parent
 
 CONFIGS = ("lra_listops", "lra_text", "lra_retrieval", "lra_image", "lra_pathfinder")
 
@@ -81,7 +79,7 @@ def main() -> None:
   parser.add_argument("--preset", default="", help="config preset, e.g. cpu or rmt,cpu")
   parser.add_argument("--dropout_rng", default="", choices=("", "auto", "rbg", "threefry"),
                       help="override model.dropout_rng (empty: the config's)")
-  parser.add_argument("--out_dir", type=pathlib.Path, default=HERE / "results")
+  parser.add_argument("--out_dir", type=pathlib.Path, default=RESULTS_DIR)
   parser.add_argument("--tag", default="", help="file name suffix, e.g. gpu")
   args = parser.parse_args()
   rows = []

@@ -1,9 +1,9 @@
 """Statistics of the ListOps and Pathfinder generators against the original code (issue 3;
 docs/data.md sections 3.4 and 4.4, RESULTS.md's generator statistics table).
 
-    python -m experiments.generator_stats --part listops [--listops 100000]
+    python -m experiments.data_checks.generator_stats --part listops [--listops 100000]
         [--listops_reference 10000]
-    python -m experiments.generator_stats --part pathfinder [--hard 4000] [--easy 2000]
+    python -m experiments.data_checks.generator_stats --part pathfinder [--hard 4000] [--easy 2000]
         [--reference_hard 1000] [--reference_easy 1000] [--reference_free 300]
 
 - listops: our generator (rmaat_jax.data.listops: its batches `default_rng([0, b])`, as
@@ -15,7 +15,7 @@ docs/data.md sections 3.4 and 4.4, RESULTS.md's generator statistics table).
 - pathfinder: our generator (rmaat_jax.data.pathfinder.generate_batch, the batches of 1000
   that `write_dataset` makes with seed 0, without PNG writing) for `--hard` / `--easy`
   images: mean pixel, share of non-zero pixels, images reaching 255, label 1 share,
-  distractor contours per image; then experiments/pathfinder_reference.py, the original
+  distractor contours per image; then experiments/data_checks/pathfinder_reference.py, the original
   snakes2.py emulated, for `--reference_hard` / `--reference_easy` images with OpenCV's real
   dilation border and `--reference_free` hard images with that border read as free pixels.
 
@@ -38,8 +38,7 @@ import time
 
 import numpy as np
 
-HERE = pathlib.Path(__file__).resolve().parent
-
+from experiments.results_store import RESULTS_DIR
 
 # --- ListOps ------------------------------------------------------------------------------
 
@@ -164,7 +163,7 @@ def pathfinder_ours(difficulty: str, num: int, seed: int = 0, batch_size: int = 
 
 
 def pathfinder_reference_row(difficulty: str, num: int, opencv_border: bool) -> dict:
-  from experiments import pathfinder_reference
+  from experiments.data_checks import pathfinder_reference
 
   r = pathfinder_reference.measure(difficulty, num, seed=0, opencv_border=opencv_border)
   border = "OpenCV border" if opencv_border else "border read as free"
@@ -194,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--reference_easy", type=int, default=1000)
   parser.add_argument("--reference_free", type=int, default=300)
   parser.add_argument("--machine", default=f"{os.cpu_count()} CPU cores")
-  parser.add_argument("--out_dir", type=pathlib.Path, default=HERE / "results")
+  parser.add_argument("--out_dir", type=pathlib.Path, default=RESULTS_DIR)
   args = parser.parse_args(argv)
 
   rows = []
@@ -222,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
   print(table)
   meta = {"date": datetime.date.today().isoformat(), "machine": args.machine,
           "python": platform.python_version(), "numpy": np.__version__,
-          "command": shlex.join(["python", "-m", "experiments.generator_stats",
+          "command": shlex.join(["python", "-m", "experiments.data_checks.generator_stats",
                                 *(argv if argv is not None else sys.argv[1:])])}
   if args.part == "pathfinder":
     import PIL

@@ -1,9 +1,9 @@
 """The original Pathfinder generator, emulated: what image statistics does it give at LRA's
 Pathfinder32 arguments? (docs/data.md section 4.4; RESULTS.md's generator statistics.)
 
-    python -m experiments.pathfinder_reference [--difficulty hard] [--num 200] [--seed 0]
-        [--dilate_border opencv|free] [--json FILE]
-    PYTHONPATH=<opencv> python -m experiments.pathfinder_reference --check_opencv
+    python -m experiments.data_checks.pathfinder_reference [--difficulty hard] [--num 200]
+        [--seed 0] [--dilate_border opencv|free] [--json FILE]
+    PYTHONPATH=<opencv> python -m experiments.data_checks.pathfinder_reference --check_opencv
 
 A small, literal re-implementation of `snakes2.py` / `snakes.py` (github.com/drewlinsley/
 pathfinder, Linsley et al. 2018; the generator LRA used), one image and one attempt at a time

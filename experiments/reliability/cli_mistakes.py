@@ -1,6 +1,6 @@
 """Command-line mistakes a user makes: does each stop with exit status 2 and one line? (issue 6)
 
-    python -m experiments.cli_mistakes
+    python -m experiments.reliability.cli_mistakes
 
 Runs `python -m rmaat_jax.main` with a mistyped override, overrides of the wrong type, an
 unknown flag, a missing config file and a missing --workdir (each against a fresh, empty
@@ -21,9 +21,8 @@ import subprocess
 import sys
 import tempfile
 
-from experiments.faults import ROOT, error_lines
-
-HERE = pathlib.Path(__file__).resolve().parent
+from experiments.reliability.faults import ROOT, error_lines
+from experiments.results_store import RESULTS_DIR
 
 CASES = {
     "mistyped override": ["--config.train.num_stepz=5"],
@@ -55,7 +54,7 @@ def run_case(tmp: pathlib.Path, flags: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--machine", default=f"{os.cpu_count()} CPU cores")
-  parser.add_argument("--out_dir", type=pathlib.Path, default=HERE / "results")
+  parser.add_argument("--out_dir", type=pathlib.Path, default=RESULTS_DIR)
   args = parser.parse_args(argv)
   rows = {}
   for name, flags in CASES.items():
@@ -74,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
   table = "\n".join(lines)
   print(table)
   meta = {"date": datetime.date.today().isoformat(), "machine": args.machine,
-          "command": shlex.join(["python", "-m", "experiments.cli_mistakes",
+          "command": shlex.join(["python", "-m", "experiments.reliability.cli_mistakes",
                                  *(argv if argv is not None else sys.argv[1:])])}
   args.out_dir.mkdir(parents=True, exist_ok=True)
   (args.out_dir / "cli_mistakes.json").write_text(

@@ -1,6 +1,6 @@
 """Forced CPU devices on a busy machine: do multi-device runs finish?
 
-    python -m experiments.collective_stress [--tries 3] [--busy 3] [--eval_examples 256]
+    python -m experiments.reliability.collective_stress [--tries 3] [--busy 3] [--eval_examples 256]
 
 Each try starts `--busy` busy-loop processes, then trains the tiny ListOps model for 20 steps
 on 2 forced CPU devices with validation every 5 steps over the whole validation split
@@ -22,9 +22,8 @@ import sys
 import tempfile
 import time
 
-from experiments.faults import listops_flags, run_main
-
-HERE = pathlib.Path(__file__).resolve().parent
+from experiments.reliability.faults import listops_flags, run_main
+from experiments.results_store import RESULTS_DIR
 
 
 def one_try(work: pathlib.Path, busy: int, eval_examples: int) -> dict:
@@ -50,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--tries", type=int, default=3)
   parser.add_argument("--busy", type=int, default=3, help="busy-loop processes beside the run")
   parser.add_argument("--eval_examples", type=int, default=256)
-  parser.add_argument("--out_dir", type=pathlib.Path, default=HERE / "results")
+  parser.add_argument("--out_dir", type=pathlib.Path, default=RESULTS_DIR)
   args = parser.parse_args(argv)
   rows = []
   for index in range(args.tries):

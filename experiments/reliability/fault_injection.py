@@ -1,6 +1,6 @@
 """Fault-injection campaign: does a run survive being killed, corrupted, preempted, diverging?
 
-    python -m experiments.fault_injection [--trials 10] [--others 3] [--out_dir DIR]
+    python -m experiments.reliability.fault_injection [--trials 10] [--others 3] [--out_dir DIR]
 
 A tiny model on generated ListOps (40 steps, a checkpoint and a validation every 5 steps, a
 log every 2) is trained once without faults (the reference), then, each trial in a fresh
@@ -23,7 +23,7 @@ Counted per trial: survived (identical results; for `nan` the clean stop), steps
 (the killed run's last logged step minus the step the rerun resumed from: work lost, to
 within one logging step, expected), and checkpoints lost (a complete checkpoint the rerun
 did not resume from, other than a deliberately corrupted one: must be 0). Uses the fault
-primitives of tests/test_faults.py (experiments/faults.py). Writes
+primitives of tests/test_faults.py (faults.py). Writes
 experiments/results/fault_injection.{json,md}.
 """
 
@@ -40,7 +40,7 @@ import statistics
 import tempfile
 import time
 
-from experiments.faults import (
+from experiments.reliability.faults import (
     CORRUPTIONS,
     corrupt_checkpoint,
     error_lines,
@@ -51,8 +51,8 @@ from experiments.faults import (
     tmp_dirs,
     wait_for_path,
 )
+from experiments.results_store import RESULTS_DIR
 
-HERE = pathlib.Path(__file__).resolve().parent
 TRAIN = {"train.num_steps": 40, "train.checkpoint_every": 5, "train.eval_every": 5,
          "train.log_every": 2}
 DIVERGE = {"train.num_steps": 12, "train.checkpoint_every": 1, "train.eval_every": 1,
@@ -287,7 +287,7 @@ def main() -> None:
   parser.add_argument("--others", type=int, default=3,
                       help="trials of each other fault (nan: at most 2)")
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--out_dir", default=str(HERE / "results"))
+  parser.add_argument("--out_dir", default=str(RESULTS_DIR))
   parser.add_argument("--keep", action="store_true", help="keep the trial workdirs")
   parser.add_argument("--machine", default=f"{os.cpu_count()} CPU cores",
                       help="how the results name the machine")

@@ -1,6 +1,6 @@
 """The trainer's command line in subprocesses, and the faults done to it: shared by the
 command-line tests (tests/conftest.py, test_faults.py, test_cli.py, ...) and
-experiments/fault_injection.py.
+experiments/reliability/fault_injection.py.
 
 - `run_main` runs `python -m rmaat_jax.main` on configs/lra_listops.py from the repository
   root, with a persistent JAX compilation cache; `listops_flags` / `tiny_listops` give the
@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from experiments.results_store import ROOT  # the repository root: the runs' cwd
 
 
 def main_command(workdir, *overrides) -> list[str]:

@@ -1,9 +1,9 @@
 """Two processes x 2 CPU devices against one process x 4 devices: the same training? (issue 6)
 
-    python -m experiments.multiprocess_check [--steps 6] [--log_every 2]
+    python -m experiments.reliability.multiprocess_check [--steps 6] [--log_every 2]
 
 tests/test_multiprocess.py's check, longer and with its numbers kept: the tiny ListOps model
-(experiments/faults.py's `listops_flags`: d 16, 1 layer, generated 40 / 8 / 8 trees) with
+(faults.py's `listops_flags`: d 16, 1 layer, generated 40 / 8 / 8 trees) with
 global batch 8, dropout 0, no warmup, learning rate 3e-3, `--steps` steps, logged every
 `--log_every`, is trained (1) by one process with 4 forced CPU devices and (2) by two
 processes with 2 forced CPU devices each, joined by `jax.distributed` on 127.0.0.1 (CPU
@@ -25,9 +25,8 @@ import sys
 import tempfile
 import time
 
-from experiments.faults import listops_flags, run_main, run_two_processes
-
-HERE = pathlib.Path(__file__).resolve().parent
+from experiments.reliability.faults import listops_flags, run_main, run_two_processes
+from experiments.results_store import RESULTS_DIR
 
 
 def train_losses(workdir: pathlib.Path) -> dict[int, float]:
@@ -45,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--steps", type=int, default=6)
   parser.add_argument("--log_every", type=int, default=2)
   parser.add_argument("--machine", default=f"{os.cpu_count()} CPU cores")
-  parser.add_argument("--out_dir", type=pathlib.Path, default=HERE / "results")
+  parser.add_argument("--out_dir", type=pathlib.Path, default=RESULTS_DIR)
   args = parser.parse_args(argv)
   flags = {"train.batch_size": 8, "train.num_steps": args.steps,
            "train.log_every": args.log_every, "train.eval_every": args.steps,
@@ -100,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
   print(table)
   print(summary)
   meta = {"date": datetime.date.today().isoformat(), "machine": args.machine,
-          "command": shlex.join(["python", "-m", "experiments.multiprocess_check",
+          "command": shlex.join(["python", "-m", "experiments.reliability.multiprocess_check",
                                 *(argv if argv is not None else sys.argv[1:])]), "flags": flags}
   args.out_dir.mkdir(parents=True, exist_ok=True)
   (args.out_dir / "multiprocess_check.json").write_text(json.dumps(

@@ -1,12 +1,12 @@
 """Training with TensorFlow absent: a virtual environment without it (issue 4).
 
-    python -m experiments.no_tensorflow [--steps 6]
+    python -m experiments.reliability.no_tensorflow [--steps 6]
 
 Makes a throw-away virtual environment (`python -m venv --without-pip`) whose site-packages
 holds links to every package of the running environment except TensorFlow itself (the
 `tensorflow` package and its dist-info; tensorflow_datasets, grain, jax, flax, clu and the
 tensorboard package stay), checks that `import tensorflow` fails there, then runs the trainer
-in it: the tiny ListOps model (experiments/faults.py's `listops_flags`) on a fresh data dir,
+in it: the tiny ListOps model (faults.py's `listops_flags`) on a fresh data dir,
 `--steps` steps with a checkpoint and a validation halfway and at the end, a log every 2
 steps, so it generates, prepares (TFDS ArrayRecord), reads (grain), trains, checkpoints
 (orbax) and writes TensorBoard events (rmaat_jax.metric_logging). Then it reads the events
@@ -27,9 +27,9 @@ import sysconfig
 import tempfile
 import time
 
-from experiments.faults import ROOT, listops_flags, main_command, main_env
+from experiments.reliability.faults import ROOT, listops_flags, main_command, main_env
+from experiments.results_store import RESULTS_DIR
 
-HERE = pathlib.Path(__file__).resolve().parent
 LEFT_OUT = ("tensorflow",)  # the package; its dist-info is tensorflow[_cpu|_gpu]-*.dist-info
 
 PROBE = """
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--steps", type=int, default=6)
   parser.add_argument("--machine", default=f"{os.cpu_count()} CPU cores")
-  parser.add_argument("--out_dir", type=pathlib.Path, default=HERE / "results")
+  parser.add_argument("--out_dir", type=pathlib.Path, default=RESULTS_DIR)
   args = parser.parse_args(argv)
   half = max(args.steps // 2, 1)
 
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
       report["stderr_tail"] = run.stderr[-3000:]
 
   meta = {"date": datetime.date.today().isoformat(), "machine": args.machine,
-          "command": shlex.join(["python", "-m", "experiments.no_tensorflow",
+          "command": shlex.join(["python", "-m", "experiments.reliability.no_tensorflow",
                                 *(argv if argv is not None else sys.argv[1:])]),
           "left_out_of_the_venv": skipped, "venv": probe}
   print(json.dumps({"meta": meta, "run": report}, indent=1))

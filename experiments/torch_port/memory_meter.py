@@ -1,6 +1,6 @@
 """Measuring PyTorch training memory on any device, CPU included.
 
-Two meters, for compare_memory.py:
+Two meters, for experiments/benchmarks/compare_memory.py:
 
 - `profile_live_bytes` (the headline figure): the peak of live bytes held by torch's
   allocator over a region of code - every tensor, parameters, gradients, optimizer state and

@@ -12,7 +12,7 @@ rmaat_jax.models.retention (numpy constants), memory or mean pooling, pool Layer
 Dense -> GELU(tanh) -> Dense, optional dual encoder ([u, v, u*v, u-v]).
 
 Backprop follows `model_config.backprop`: "bptt" (autograd through all segments), "amrb"
-(the paper's replay, torch_rmaat_recurrent.AMRBFunction, segment by segment or block by
+(the paper's replay, recurrent.AMRBFunction, segment by segment or block by
 block as `model_config.amrb_replay` says, like JAX) or "remat" (each segment under
 torch.utils.checkpoint). All give the same gradients. The module is returned in eval mode,
 like JAX's `train=False` default; call `.train()` to enable dropout (its masks come from
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from experiments.torch_rmaat_layers import (
+from experiments.torch_port.layers import (
   AstroPositions,
   Dense,
   Embed,
@@ -37,7 +37,7 @@ from experiments.torch_rmaat_layers import (
   LayerNorm,
   gelu,
 )
-from experiments.torch_rmaat_recurrent import run_segments
+from experiments.torch_port.recurrent import run_segments
 from rmaat_jax.models.config import ModelConfig
 from rmaat_jax.models.retention import retention_factors
 

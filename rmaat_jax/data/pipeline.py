@@ -12,7 +12,7 @@ grain orders and checkpoints batches (loaders.py: one grain record per batch, so
 batches do not depend on data.num_workers, and a run resumes under another number of
 workers); each batch's records are read and decoded in one go (batching.py): 6,000-11,000
 examples/s per process at batch 32 on one core, 6-9x the per-record reading before
-(experiments/data_throughput.py). data.num_workers runs this in grain worker processes.
+(experiments/benchmarks/data_throughput.py). data.num_workers runs this in grain worker processes.
 """
 
 from __future__ import annotations
