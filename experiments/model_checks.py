@@ -18,14 +18,13 @@ Prints and writes experiments/results/model_checks.{json,md}.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
-import shlex
-import sys
 
 import numpy as np
+
+from experiments.results_store import provenance, provenance_line
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -96,16 +95,15 @@ def main(argv: list[str] | None = None) -> None:
       f"{r['rf_decreases_with_T_for_T1_64']}",
       f"- bf16 vs float32 relative gradient error (TINY, 6 segments, AMRB): "
       f"{100 * out['bf16_relative_gradient_error']:.2f} %"]
-  meta = {"date": datetime.date.today().isoformat(), "machine": args.machine,
-          "jax": jax.__version__, "command": shlex.join(["python", "-m", "experiments.model_checks",
-                                *(argv if argv is not None else sys.argv[1:])])}
+  meta = {**provenance(args.machine, module="experiments.model_checks", argv=argv),
+          "jax": jax.__version__, "model": {"bf16_relative_gradient_error": TINY}}
   print("\n".join(lines))
   args.out_dir.mkdir(parents=True, exist_ok=True)
   (args.out_dir / "model_checks.json").write_text(json.dumps({"meta": meta, **out}, indent=1)
                                                   + "\n")
   (args.out_dir / "model_checks.md").write_text(
-      f"# model_checks ({meta['date']}, {meta['machine']})\n\n`{meta['command']}`\n\n"
-      + "\n".join(lines) + "\n")
+      f"# model_checks ({meta['date']}, {meta['machine']})\n\n"
+      + "\n".join(lines) + f"\n\n{provenance_line(meta)}\n")
 
 
 if __name__ == "__main__":

@@ -13,9 +13,10 @@ import json
 import os
 import pathlib
 import platform
+import shlex
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]  # the repository root
@@ -81,12 +82,36 @@ def git_commit() -> str:
   return head + ("+dirty" if dirty else "")
 
 
-def provenance(machine: str | None = None) -> Row:
-  """Date, machine, commit and command of this invocation, for every row it writes."""
+def provenance(machine: str | None = None, *, module: str | None = None,
+               argv: Sequence[str] | None = None) -> Row:
+  """Date, machine, commit and command of this invocation, for every row it writes.
+
+  `module` and `argv` name the command when a script's main() is called with its own
+  arguments (from a test or another script) rather than from the command line.
+  """
+  args = list(sys.argv[1:] if argv is None else argv)
   return {"date": datetime.datetime.now().isoformat(timespec="minutes"),
           "machine": machine or f"{platform.machine()} CPU x {os.cpu_count()}",
           "commit": git_commit(),
-          "command": "python -m " + " ".join([_module_name(), *sys.argv[1:]])}
+          "command": "python -m " + shlex.join([module or _module_name(), *args])}
+
+
+def jax_machine() -> str | None:
+  """The accelerator JAX computes on ("NVIDIA H100 80GB HBM3 x 1, x86_64 CPU x 16"), or None
+  on the CPU backend (provenance's default then names the CPU). Imports jax."""
+  import jax
+
+  device = jax.devices()[0]
+  if device.platform == "cpu":
+    return None
+  return (f"{device.device_kind} x {jax.device_count()}, {platform.machine()} CPU x "
+          f"{os.cpu_count()}")
+
+
+def provenance_line(meta: Mapping[str, Any]) -> str:
+  """The line under a results table: date, machine, commit and command of the run."""
+  return (f"_Date {meta.get('date')}; machine {meta.get('machine')}; commit "
+          f"{meta.get('commit')}; command `{meta.get('command')}`._")
 
 
 def _module_name() -> str:

@@ -1,11 +1,18 @@
 """Results files keep every run: rows merged by key, and a stopped sweep loses nothing."""
 
 import json
+import os
 
 import pytest
 
 from experiments import learning_curves, memory_benchmark, memory_benchmark_report
-from experiments.results_store import key_of, merge_rows, provenance, read_rows
+from experiments.results_store import (
+  key_of,
+  merge_rows,
+  provenance,
+  provenance_line,
+  read_rows,
+)
 
 KEY = key_of(("task", "model"))
 
@@ -27,6 +34,14 @@ def test_every_row_says_when_where_and_from_which_commit():
   row = provenance("CPU-2")
   assert row["machine"] == "CPU-2" and row["commit"] not in ("", "unknown")
   assert row["command"].startswith("python -m ") and row["date"][:2] == "20"
+
+
+def test_a_main_called_with_its_own_arguments_records_them():
+  row = provenance(None, module="experiments.x", argv=["--machine", "CPU-2, shared"])
+  assert row["command"] == "python -m experiments.x --machine 'CPU-2, shared'"
+  assert row["machine"].endswith(f" CPU x {os.cpu_count()}")
+  line = provenance_line(row)  # the line under a script's Markdown table
+  assert all(str(row[k]) in line for k in ("date", "machine", "commit", "command"))
 
 
 def _row(task, model, accuracy):

@@ -63,7 +63,14 @@ from experiments.benchmarks.compare_memory_report import (
   summary,
   table,
 )
-from experiments.results_store import RESULTS_DIR, ROOT, key_of, merge_rows
+from experiments.results_store import (
+  RESULTS_DIR,
+  ROOT,
+  key_of,
+  merge_rows,
+  provenance,
+  provenance_line,
+)
 
 FRAMEWORKS, MODES = ("jax", "torch"), ("bptt", "amrb")
 
@@ -87,12 +94,14 @@ def _print_row(row: dict) -> None:
         f"step={row['step_s']:7.3f} s", flush=True)
 
 
-def _run_in_subprocess(jobs: list[list], rows_file: Path) -> list[dict]:
+def _run_in_subprocess(jobs: list[list], rows_file: Path,
+                       stamp: dict | None = None) -> list[dict]:
   """Runs measurements in a fresh interpreter; each row is appended to `rows_file` at once.
 
   On CPU each framework gets its own process, so that neither one's thread pools, caches or
   allocator state affect the other's timings. On GPU every measurement gets its own
-  process, because JAX cannot reset its peak-memory counter.
+  process, because JAX cannot reset its peak-memory counter. Each row carries `stamp`
+  (this invocation's provenance: date, machine, commit, command).
   """
   proc = subprocess.Popen(
       [sys.executable, "-m", "experiments.benchmarks.compare_memory", "--_jobs", json.dumps(jobs)],
@@ -100,9 +109,9 @@ def _run_in_subprocess(jobs: list[list], rows_file: Path) -> list[dict]:
   rows = []
   for line in proc.stdout:
     if line.startswith("ROW "):
-      rows.append(json.loads(line[4:]))
+      rows.append({**json.loads(line[4:]), **(stamp or {})})
       with rows_file.open("a") as f:
-        f.write(line[4:])
+        f.write(json.dumps(rows[-1]) + "\n")
       _print_row(rows[-1])
   if proc.wait():
     raise SystemExit(f"error: measurement subprocess failed (exit {proc.returncode}); "
@@ -118,8 +127,10 @@ def _key(row: dict) -> tuple:
 ROW_KEY = key_of(("task", "segments", "framework", "mode", "batch", "memory_metric"))
 
 
-def sweep(args: argparse.Namespace, device: str, rows_file: Path) -> list[dict]:
-  """Measures every (task, segments, framework, mode) not already in `rows_file`."""
+def sweep(args: argparse.Namespace, device: str, rows_file: Path,
+          stamp: dict | None = None) -> list[dict]:
+  """Measures every (task, segments, framework, mode) not already in `rows_file`; the rows
+  it measures carry `stamp` (provenance), the rows kept from `rows_file` their own."""
   done = {}
   if args.resume and rows_file.exists():
     saved = list(map(json.loads, rows_file.read_text().splitlines()))
@@ -143,7 +154,7 @@ def sweep(args: argparse.Namespace, device: str, rows_file: Path) -> list[dict]:
             if (task, t, framework, mode) not in done]
     groups = [[job] for job in jobs] if device == "gpu" else [jobs]
     for group in filter(None, groups):
-      done.update({_key(r): r for r in _run_in_subprocess(group, rows_file)})
+      done.update({_key(r): r for r in _run_in_subprocess(group, rows_file, stamp)})
   return [done[k] for k in ((task, t, fw, mode) for task in args.tasks
                             for t in args.segments for fw in FRAMEWORKS for mode in MODES)
           if k in done]
@@ -159,17 +170,20 @@ def machine_load_note(load_before: float, load_after: float | None = None) -> st
           "cores; step times are noisy")
 
 
+def _device_name(device: str) -> str:
+  if device == "gpu":
+    import torch
+
+    return torch.cuda.get_device_name(0)
+  return f"{platform.machine()} CPU, {os.cpu_count()} cores"
+
+
 def _metadata(args: argparse.Namespace, device: str, rows: list[dict],
               load_before: float) -> dict:
   from importlib.metadata import version
 
   load_after = os.getloadavg()[0]
-  if device == "gpu":
-    import torch
-
-    name = torch.cuda.get_device_name(0)
-  else:
-    name = f"{platform.machine()} CPU, {os.cpu_count()} cores"
+  name = _device_name(device)
   threads = sorted({r["torch_threads"] for r in rows if r.get("torch_threads")})
   return {"date": datetime.date.today().isoformat(), "device": device, "device_name": name,
           "jax": version("jax"), "torch": version("torch"), "batch": args.batch,
@@ -185,7 +199,8 @@ def _metadata(args: argparse.Namespace, device: str, rows: list[dict],
           "notes": sorted({r["recovered_from_log"] for r in rows
                            if r.get("recovered_from_log")}),
           "load_average_before": load_before, "load_average_after": load_after,
-          "machine_note": machine_load_note(load_before, load_after) if device == "cpu" else ""}
+          "machine_note": machine_load_note(load_before, load_after) if device == "cpu" else "",
+          "task_configs": {t: f"configs/{TASKS[t]}.py" for t in args.tasks}}
 
 
 def main() -> None:
@@ -211,6 +226,9 @@ def main() -> None:
                       help="suffix for the output files' names (keeps other runs' files)")
   parser.add_argument("--replot", type=Path,
                       help="only redraw the plot of a saved compare_memory_*.json")
+  parser.add_argument("--machine", default=None,
+                      help="how the results name the machine (default: the GPU's name, or the "
+                      "CPU and its cores)")
   parser.add_argument("--_jobs", help=argparse.SUPPRESS)  # worker: JSON list of jobs
   args = parser.parse_args()
 
@@ -237,9 +255,11 @@ def main() -> None:
   stem = (f"compare_memory_{device}" + ("_quick" if args.quick else "")
           + ("_toy" if args.toy else "") + (f"_{args.tag}" if args.tag else ""))
   args.out_dir.mkdir(parents=True, exist_ok=True)
+  stamp = provenance(args.machine or _device_name(device),
+                     module="experiments.benchmarks.compare_memory")
   load_before = os.getloadavg()[0]
-  rows = sweep(args, device, args.out_dir / f"{stem}.rows.jsonl")
-  meta = _metadata(args, device, rows, load_before)
+  rows = sweep(args, device, args.out_dir / f"{stem}.rows.jsonl", stamp)
+  meta = {**_metadata(args, device, rows, load_before), **stamp}
   # Merged into the file's earlier rows by what was measured (a sweep of some tasks or
   # segments keeps the others; results_store.py). The table and plot show every row.
   rows = merge_rows(args.out_dir / f"{stem}.json", rows, ROW_KEY, meta=meta)
@@ -255,7 +275,8 @@ def main() -> None:
       f"for memory, auto (threefry on CPU) for step time; load average (1 min) "
       f"{meta['load_average_before']:.2f} before, {meta['load_average_after']:.2f} after, "
       f"on {os.cpu_count()} cores."
-      + "".join(f"\nNote: {n}." for n in meta["notes"]) + f"\n\n{text}\n")
+      + "".join(f"\nNote: {n}." for n in meta["notes"]) + f"\n\n{text}\n\n"
+      f"Latest invocation: {provenance_line(meta)} Each row's own: the JSON.\n")
   plot(rows, segments, device, meta, args.out_dir / f"{stem}.png")
   print(f"wrote {args.out_dir / stem}.{{json,md,png}}")
 

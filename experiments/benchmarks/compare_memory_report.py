@@ -161,6 +161,8 @@ def plot(rows: list[dict], segments: list[int], device: str, meta: dict, path: P
             "step time: JAX with threefry dropout (the CPU default)")
   if meta.get("machine_note"):
     note += f"\n{meta['machine_note']}"
+  if meta.get("commit"):  # the latest invocation's (each row's own, and commands: the JSON)
+    note += f"\nlatest run {meta.get('date')}, commit {meta['commit']}"
   fig.suptitle(f"RMAAT training step, {meta['device_name']}, jax {meta['jax']}, torch "
                f"{meta['torch']}\n{note}", fontsize=9)
   fig.tight_layout()

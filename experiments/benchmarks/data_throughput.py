@@ -19,8 +19,8 @@
 - Reading: array_record's microseconds per record read one per call vs 32 per call, by
   the number of records in the file.
 
-Writes experiments/results/data_throughput.{json,md}. `--pipelines_only` skips the
-generators.
+Writes experiments/results/data_throughput.{json,md} (`--out_dir` to write elsewhere).
+`--pipelines_only` skips the generators.
 
 `--full_generators` measures the generators' command lines at full size instead (nothing
 else): `python -m rmaat_jax.data.listops --out DIR` (96K / 2K / 2K trees, a subprocess: wall
@@ -33,12 +33,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import io
 import json
 import os
 import pathlib
-import shlex
 import statistics
 import subprocess
 import sys
@@ -50,7 +48,7 @@ from typing import Any
 import grain.python as grain
 import numpy as np
 
-from experiments.results_store import RESULTS_DIR, ROOT
+from experiments.results_store import RESULTS_DIR, ROOT, provenance, provenance_line
 from rmaat_jax.configs import default
 from rmaat_jax.data import builders, listops, pathfinder, preprocess
 from rmaat_jax.data.batching import GlobalBatchSampler
@@ -328,7 +326,9 @@ def main() -> None:
   parser.add_argument("--pathfinder_num", type=int, default=1000)
   parser.add_argument("--pathfinder_workers_num", type=int, default=4000)
   parser.add_argument("--machine", default=f"{os.cpu_count()} CPU cores")
+  parser.add_argument("--out_dir", type=pathlib.Path, default=RESULTS_DIR)
   args = parser.parse_args()
+  stamp = provenance(args.machine, module="experiments.benchmarks.data_throughput")
 
   if args.full_generators:
     with tempfile.TemporaryDirectory() as scratch:
@@ -339,16 +339,14 @@ def main() -> None:
               for k, v in full.items()]
     table = "\n".join(lines)
     print(table)
-    meta = {"date": datetime.date.today().isoformat(), "machine": args.machine,
-            "command": shlex.join(["python", "-m", "experiments.benchmarks.data_throughput",
-                                   *sys.argv[1:]])}
-    out = RESULTS_DIR
-    out.mkdir(exist_ok=True)
+    meta = stamp
+    out = args.out_dir
+    out.mkdir(parents=True, exist_ok=True)
     (out / "data_throughput_full.json").write_text(
         json.dumps({"meta": meta, "generators": full}, indent=1) + "\n")
     (out / "data_throughput_full.md").write_text(
         f"# data_throughput --full_generators ({meta['date']}, {meta['machine']})\n\n"
-        f"`{meta['command']}`\n\n{table}\n")
+        f"{table}\n\n{provenance_line(meta)}\n")
     return
 
   from absl import flags
@@ -375,18 +373,17 @@ def main() -> None:
             f"{r['us_per_record_32_per_call']:.1f} |" for r in reads]
   table = "\n".join(lines)
   print(table)
-  out = RESULTS_DIR
-  out.mkdir(exist_ok=True)
-  meta = {"date": datetime.date.today().isoformat(), "machine": args.machine,
-          "cpus": os.cpu_count(), "load_average_1_5_15_at_end": os.getloadavg(),
-          "command": shlex.join(["python", "-m", "experiments.benchmarks.data_throughput",
-                                 *sys.argv[1:]])}
+  out = args.out_dir
+  out.mkdir(parents=True, exist_ok=True)
+  meta = {**stamp, "cpus": os.cpu_count(), "load_average_1_5_15_at_end": os.getloadavg(),
+          "batch": 32, "batches": args.batches, "num_workers": workers,
+          "fake_records": args.fake_records}
   (out / "data_throughput.json").write_text(json.dumps(
       {"meta": meta, "generators": generators, "pipelines": pipelines, "reads": reads},
       indent=1) + "\n")
   (out / "data_throughput.md").write_text(
-      f"# data_throughput ({meta['date']}, {meta['machine']})\n\n`{meta['command']}`\n\n"
-      f"{table}\n")
+      f"# data_throughput ({meta['date']}, {meta['machine']})\n\n{table}\n\n"
+      f"{provenance_line(meta)}\n")
 
 
 if __name__ == "__main__":

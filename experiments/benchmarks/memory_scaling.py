@@ -16,14 +16,13 @@ Writes experiments/results/memory_scaling.{json,md,png}.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import pathlib
 import platform
 
 import jax
 
-from experiments.results_store import RESULTS_DIR
+from experiments.results_store import RESULTS_DIR, jax_machine, provenance, provenance_line
 from rmaat_jax.memory import gradient_step_profile
 
 MODES = ("bptt", "remat", "amrb")
@@ -124,6 +123,9 @@ def main() -> None:
   parser.add_argument("--out", type=pathlib.Path, default=RESULTS_DIR)
   parser.add_argument("--replot", action="store_true",
                       help="only redraw memory_scaling.png from memory_scaling.json in --out")
+  parser.add_argument("--machine", default=None,
+                      help="how the results name the machine (default: JAX's accelerator, "
+                      "else the CPU and its cores)")
   args = parser.parse_args()
   if args.replot:
     saved = json.loads((args.out / "memory_scaling.json").read_text())
@@ -131,11 +133,13 @@ def main() -> None:
     plot(saved["rows"], segments, args.out / "memory_scaling.png")
     return
 
+  stamp = provenance(args.machine or jax_machine(),
+                     module="experiments.benchmarks.memory_scaling")
   rows = measure(args.segments, args.time_segments, args.runs)
   table = summary(rows, args.segments, args.time_segments)
   print(table)
   device = jax.devices()[0]
-  meta = {"date": datetime.date.today().isoformat(), "device": str(device.device_kind),
+  meta = {**stamp, "device": str(device.device_kind),
           "platform": device.platform, "host": platform.processor() or platform.machine(),
           "jax": jax.__version__, "model": MODEL, "segment_len": SEGMENT_LEN,
           "batch": BATCH}
@@ -144,7 +148,7 @@ def main() -> None:
                                                            indent=1))
   (args.out / "memory_scaling.md").write_text(
       f"# memory_scaling ({meta['date']}, {meta['platform']}: {meta['device']}, "
-      f"jax {meta['jax']})\n\n{table}\n")
+      f"jax {meta['jax']})\n\n{table}\n\n{provenance_line(meta)}\n")
   plot(rows, args.segments, args.out / "memory_scaling.png")
 
 

@@ -20,14 +20,13 @@ in practice). Writes experiments/results/paper_table_<platform or --tag>.{json,m
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import pathlib
 
 import jax
 import jax.numpy as jnp
 
-from experiments.results_store import RESULTS_DIR
+from experiments.results_store import RESULTS_DIR, jax_machine, provenance, provenance_line
 from rmaat_jax import configs
 from rmaat_jax.configs.presets import MODEL_PRESETS
 from rmaat_jax.data.tasks import model_config
@@ -97,7 +96,12 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--out_dir", type=pathlib.Path, default=RESULTS_DIR)
   parser.add_argument("--tag", default="", help="file name paper_table_<tag> (default: the "
                       "platform, e.g. paper_table_cpu)")
+  parser.add_argument("--machine", default=None,
+                      help="how the results name the machine (default: JAX's accelerator, "
+                      "else the CPU and its cores)")
   args = parser.parse_args(argv)
+  stamp = provenance(args.machine or jax_machine(), module="experiments.benchmarks.paper_table",
+                     argv=argv)
   rows = []
   for tokens in args.tokens:
     runs = args.runs if tokens <= args.time_max_tokens else 0
@@ -108,17 +112,21 @@ def main(argv: list[str] | None = None) -> None:
   text = table(rows, args.tokens)
   print(text)
   device = jax.devices()[0]
-  meta = {"date": datetime.date.today().isoformat(), "platform": device.platform,
+  meta = {**stamp, "platform": device.platform,
           "device": str(device.device_kind), "jax": jax.__version__, "batch": args.batch,
           "dtype": args.dtype,
           "config": "configs/lra_retrieval.py (d 128, 4 layers, 512-token segments, dual)",
-          "memory": "XLA compiled memory of one training gradient (args + outputs + temp)"}
+          "memory": "XLA compiled memory of one training gradient (args + outputs + temp)",
+          # The config's model; each row sets seq_len (its tokens), num_segments, amrb_replay
+          # and its preset's fields.
+          "model": model_config(configs.load("lra_retrieval")),
+          "presets": {m: MODEL_PRESETS[m] for m in ("rmaat", "rmt")}}
   args.out_dir.mkdir(parents=True, exist_ok=True)
   stem = args.out_dir / f"paper_table_{args.tag or device.platform}"
   stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
   stem.with_suffix(".md").write_text(
       f"# paper_table ({meta['date']}, {meta['platform']}: {meta['device']}, jax "
-      f"{meta['jax']}, batch {args.batch})\n\n{text}\n")
+      f"{meta['jax']}, batch {args.batch})\n\n{text}\n\n{provenance_line(meta)}\n")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ This is how issue 13's BPTT step was taken apart (docs/method.md 5.1).
 from __future__ import annotations
 
 from experiments.benchmarks.step_time import configure_threads
-from experiments.results_store import RESULTS_DIR
+from experiments.results_store import RESULTS_DIR, provenance, provenance_line
 
 # One core, one XLA thread, before jax is imported (step_time.py --threads 1's settings).
 configure_threads(1, None)
@@ -23,7 +23,6 @@ configure_threads(1, None)
 import argparse  # noqa: E402
 import collections  # noqa: E402
 import dataclasses  # noqa: E402
-import datetime  # noqa: E402
 import json  # noqa: E402
 import pathlib  # noqa: E402
 import re  # noqa: E402
@@ -36,6 +35,7 @@ from experiments.benchmarks.compare_memory_measure import (  # noqa: E402
   jax_training_step,
   task_config,
 )
+from experiments.benchmarks.compare_memory_report import TASKS  # noqa: E402
 
 
 def op_times(trace_dir: str, steps: int) -> dict[str, float]:
@@ -64,7 +64,10 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--tag", default="")
   parser.add_argument("--toy", action="store_true", help="a tiny model (a smoke run)")
   parser.add_argument("--out_dir", type=pathlib.Path, default=RESULTS_DIR)
+  parser.add_argument("--machine", default=None,
+                      help="how the results name the machine (default: its CPU and cores)")
   args = parser.parse_args(argv)
+  stamp = provenance(args.machine, module="experiments.benchmarks.profile_step", argv=argv)
 
   cfg = dataclasses.replace(task_config(args.task, args.segments, args.mode, args.toy),
                             amrb_replay=args.amrb_replay)
@@ -80,19 +83,24 @@ def main(argv: list[str] | None = None) -> None:
   what = (f"{args.task}, T = {args.segments}, {args.mode}"
           + (f" ({args.amrb_replay} replay)" if args.mode == "amrb" else "")
           + f", batch {args.batch}")
-  lines = [f"# profile_step ({datetime.datetime.now().isoformat(timespec='seconds')}, "
-           f"jax {jax.__version__}, one CPU core)", "",
+  meta = {**stamp, "jax": jax.__version__, "threads": 1,
+          "task_config": f"configs/{TASKS[args.task]}.py", "task": args.task,
+          "segments": args.segments, "mode": args.mode, "amrb_replay": args.amrb_replay,
+          "batch": args.batch, "toy_model": args.toy, "model": dataclasses.asdict(cfg)}
+  lines = [f"# profile_step ({meta['date']}, jax {jax.__version__}, one CPU core)", "",
            f"{what}: **{total:.1f} ms per step** in XLA operations (mean of {args.steps}).",
            "", "| operation kind | ms per step | share |", "|---|---|---|"]
   lines += [f"| {name} | {ms:.1f} | {ms / total:.1%} |"
             for name, ms in list(times.items())[:args.top]]
+  lines += ["", provenance_line(meta)]
   text = "\n".join(lines)
   print(text)
   args.out_dir.mkdir(parents=True, exist_ok=True)
   stem = args.out_dir / ("profile_step" + (f"_{args.tag}" if args.tag else ""))
   stem.with_suffix(".md").write_text(text + "\n")
   stem.with_suffix(".json").write_text(json.dumps(
-      {"config": what, "steps": args.steps, "total_ms": total, "ms_per_step": times},
+      {"meta": meta, "config": what, "steps": args.steps, "total_ms": total,
+       "ms_per_step": times},
       indent=1))
 
 

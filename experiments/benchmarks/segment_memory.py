@@ -12,13 +12,12 @@ Writes experiments/results/segment_memory.{json,md}.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import pathlib
 
 import jax
 
-from experiments.results_store import RESULTS_DIR
+from experiments.results_store import RESULTS_DIR, jax_machine, provenance, provenance_line
 from rmaat_jax import configs
 from rmaat_jax.data.tasks import model_config
 from rmaat_jax.memory import gradient_step_profile
@@ -37,9 +36,21 @@ def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batch", type=int, default=2)
   parser.add_argument("--out_dir", type=pathlib.Path, default=RESULTS_DIR)
+  parser.add_argument("--machine", default=None,
+                      help="how the results name the machine (default: JAX's accelerator, "
+                      "else the CPU and its cores)")
   args = parser.parse_args(argv)
+  device = jax.devices()[0]
+  meta = {**provenance(args.machine or jax_machine(),
+                       module="experiments.benchmarks.segment_memory", argv=argv),
+          "platform": device.platform, "device": str(device.device_kind), "jax": jax.__version__,
+          "config": "configs/lra_text.py",
+          "memory": "XLA compiled temp memory of one training gradient (buffer assignment)"}
   # "rbg" dropout bits, as on a GPU (CPU compilation stands in for it; docs/method.md 5.1)
   base = {**model_config(configs.load("lra_text")), "dropout_rng": "rbg"}
+  # The base model; the measurements change backprop, num_segments (and seq_len with it),
+  # num_layers, dropout_rate and amrb_replay.
+  meta.update(model=base, segment_len=base["seq_len"] // base["num_segments"])
   bptt = {t: temp_mib(base, args.batch, backprop="bptt", num_segments=t) for t in (2, 4)}
   amrb = {(layers, rate): temp_mib(base, args.batch, backprop="amrb", num_segments=2,
                                    num_layers=layers, dropout_rate=rate)
@@ -48,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
   segment_replay = {layers: temp_mib(base, args.batch, backprop="amrb", num_segments=2,
                                      num_layers=layers, amrb_replay="segment")
                     for layers in (1, 2, 4)}
-  lines = [f"# segment_memory ({datetime.date.today()}, {jax.devices()[0].platform}, "
+  lines = [f"# segment_memory ({meta['date']}, {device.platform}, "
            f"Text config model, batch {args.batch})", "",
            f"BPTT temp: {bptt[2]:.1f} MiB at 2 segments, {bptt[4]:.1f} at 4: "
            f"**{(bptt[4] - bptt[2]) / 2:.1f} MiB per segment**", "",
@@ -56,12 +67,13 @@ def main(argv: list[str] | None = None) -> None:
            "temp, whole-segment replay, dropout 0.1 (MiB) |", "|---|---|---|---|"]
   lines += [f"| {n} | {amrb[(n, 0.1)]:.1f} | {amrb[(n, 0.0)]:.1f} | {segment_replay[n]:.1f} |"
             for n in (1, 2, 4)]
+  lines += ["", provenance_line(meta)]
   text = "\n".join(lines)
   print(text)
   args.out_dir.mkdir(parents=True, exist_ok=True)
   (args.out_dir / "segment_memory.md").write_text(text + "\n")
   (args.out_dir / "segment_memory.json").write_text(json.dumps(
-      {"batch": args.batch, "bptt_temp_mib": bptt,
+      {"meta": meta, "batch": args.batch, "bptt_temp_mib": bptt,
        "amrb_temp_mib": [{"layers": n, "dropout": r, "temp_mib": v}
                          for (n, r), v in amrb.items()],
        "amrb_segment_replay_temp_mib": [{"layers": n, "dropout": 0.1, "temp_mib": v}

@@ -51,7 +51,6 @@ import gc
 import json
 import os
 import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -61,7 +60,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from experiments.benchmarks.compare_memory_report import TASKS
-from experiments.results_store import RESULTS_DIR, ROOT
+from experiments.results_store import RESULTS_DIR, ROOT, provenance, provenance_line
 
 MODES = ("bptt", "amrb", "remat")
 REPLAYS = ("block", "segment")
@@ -278,10 +277,11 @@ def markdown(meta: dict, rows: list[dict]) -> str:
       f"XLA_FLAGS = `{t['xla_flags']}`; {t['xla_note']}.\n\n"
       f"Load average (1, 5, 15 min): {meta['load_average_before']} before, "
       f"{meta['load_average_after']} after.\n\n"
-      f"Command: `{meta['command']}` (commit {meta['git']['commit']}"
-      f"{', modified: ' + ', '.join(meta['git']['modified']) if meta['git']['modified'] else ''}"
-      f").\n\n{table(rows)}\n\n{summary(rows)}\n"
-      + (f"\nNote: {meta['load_note']}.\n" if meta["load_note"] else ""))
+      f"{table(rows)}\n\n{summary(rows)}\n"
+      + (f"\nNote: {meta['load_note']}.\n" if meta["load_note"] else "")
+      + f"\n{provenance_line(meta)}"
+      + (f" Uncommitted changes: {', '.join(m.strip() for m in meta['git']['modified'])}."
+         if meta["git"]["modified"] else "") + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -305,9 +305,13 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--tag", default="", help="suffix for the output files' names")
   parser.add_argument("--toy", action="store_true",
                       help="a tiny model (d 16, 1 layer, 16-token segments); file suffix _toy")
+  parser.add_argument("--machine", default=None,
+                      help="how the results name the machine (default: the CPU model and cores)")
   args = parser.parse_args(argv)
   if args.threads < 1 or args.repeats < 1 or args.warmup < 1:
     parser.error("--threads, --repeats and --warmup must be >= 1")
+  stamp = provenance(args.machine or f"{cpu_model()}, {os.cpu_count()} cores",
+                     module="experiments.benchmarks.step_time", argv=argv)
 
   threads = configure_threads(args.threads, args.cores)
   import torch  # after configure_threads: the pools see the pinned cores
@@ -345,12 +349,13 @@ def main(argv: list[str] | None = None) -> None:
   load_after = _load()
   all_loads = [load_before[0], load_after[0],
                *(x for r in rows for x in (r["load_before"][0], r["load_after"][0]))]
-  meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
-          "command": "python -m experiments.benchmarks.step_time " + shlex.join(sys.argv[1:]),
+  meta = {**stamp, "date": datetime.datetime.now().isoformat(timespec="seconds"),
           "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
           "python": platform.python_version(),
           "versions": {p: version(p) for p in ("jax", "jaxlib", "flax", "optax", "torch")},
           "git": _git_state(), "threads": threads, "batch": args.batch,
+          "task_configs": {t: f"configs/{TASKS[t]}.py" for t in args.tasks},
+          "attention": args.attention,
           "repeats": args.repeats, "warmup": args.warmup, "toy_model": args.toy,
           "segment_len": rows[0]["seq_len"] // rows[0]["segments"] if rows else None,
           "jax_dropout_rng": "auto", "dtype": "float32",

@@ -20,7 +20,14 @@ import flax
 import jax
 import numpy as np
 
-from experiments.results_store import RESULTS_DIR, key_of, merge_rows, provenance
+from experiments.results_store import (
+  RESULTS_DIR,
+  jax_machine,
+  key_of,
+  merge_rows,
+  provenance,
+  provenance_line,
+)
 from rmaat_jax import configs, train
 from rmaat_jax.config_checks import validate_config
 from rmaat_jax.models import build_model
@@ -66,7 +73,7 @@ def measure(name: str, batch: int, steps: int, preset: str = "",
           "dropout_rng": model_cfg.dropout_rng}
 
 
-ROW_META = ("date", "commit", "command", "platform", "device", "preset")
+ROW_META = ("date", "machine", "commit", "command", "platform", "device", "preset")
 ROW_KEY = key_of(("config", "preset", "batch", "dropout_rng", "backprop", "platform",
                   "device"))
 
@@ -81,7 +88,12 @@ def main() -> None:
                       help="override model.dropout_rng (empty: the config's)")
   parser.add_argument("--out_dir", type=pathlib.Path, default=RESULTS_DIR)
   parser.add_argument("--tag", default="", help="file name suffix, e.g. gpu")
+  parser.add_argument("--machine", default=None,
+                      help="how the results name the machine (default: JAX's accelerator, "
+                      "else the CPU and its cores)")
   args = parser.parse_args()
+  stamp = provenance(args.machine or jax_machine(),
+                     module="experiments.benchmarks.train_throughput")
   rows = []
   for name in args.configs:
     rows.append(measure(name, args.batch, args.steps, args.preset, args.dropout_rng))
@@ -96,7 +108,7 @@ def main() -> None:
   print(table)
   out = args.out_dir
   out.mkdir(parents=True, exist_ok=True)
-  meta = {**provenance(), "platform": device.platform, "device": device.device_kind,
+  meta = {**stamp, "platform": device.platform, "device": device.device_kind,
           "jax": jax.__version__, "preset": args.preset,
           "dropout_rng": args.dropout_rng or "config"}
   stem = "train_throughput" + (f"_{args.tag}" if args.tag else "")
@@ -111,7 +123,8 @@ def main() -> None:
   (out / f"{stem}.md").write_text(
       f"# {stem} (every run merged; latest {meta['date']})\n\n"
       "| config | preset | dropout bits | batch | step (s) | examples/s | tokens/s | device | "
-      "date |\n|---|---|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
+      "date |\n|---|---|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n\n"
+      f"Latest invocation: {provenance_line(meta)} Each row's own: the JSON.\n")
 
 if __name__ == "__main__":
   main()

@@ -25,20 +25,18 @@ Writes experiments/results/generator_stats_<part>.{json,md}.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
 import platform
 import random
-import shlex
 import statistics
 import sys
 import time
 
 import numpy as np
 
-from experiments.results_store import RESULTS_DIR
+from experiments.results_store import RESULTS_DIR, provenance, provenance_line
 
 # --- ListOps ------------------------------------------------------------------------------
 
@@ -219,10 +217,9 @@ def main(argv: list[str] | None = None) -> None:
         add(pathfinder_reference_row(difficulty, n, opencv))
     table = pathfinder_table(rows)
   print(table)
-  meta = {"date": datetime.date.today().isoformat(), "machine": args.machine,
-          "python": platform.python_version(), "numpy": np.__version__,
-          "command": shlex.join(["python", "-m", "experiments.data_checks.generator_stats",
-                                *(argv if argv is not None else sys.argv[1:])])}
+  meta = {**provenance(args.machine, module="experiments.data_checks.generator_stats",
+                      argv=argv),
+          "python": platform.python_version(), "numpy": np.__version__}
   if args.part == "pathfinder":
     import PIL
 
@@ -233,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
                                        + "\n")
   stem.with_suffix(".md").write_text(
       f"# generator_stats --part {args.part} ({meta['date']}, {meta['machine']})\n\n"
-      f"`{meta['command']}`\n\n{table}\n")
+      f"{table}\n\n{provenance_line(meta)}\n")
 
 
 if __name__ == "__main__":

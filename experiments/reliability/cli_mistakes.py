@@ -12,7 +12,6 @@ experiments/results/cli_mistakes.{json,md}.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
@@ -22,7 +21,7 @@ import sys
 import tempfile
 
 from experiments.reliability.faults import ROOT, error_lines
-from experiments.results_store import RESULTS_DIR
+from experiments.results_store import RESULTS_DIR, provenance, provenance_line
 
 CASES = {
     "mistyped override": ["--config.train.num_stepz=5"],
@@ -72,15 +71,14 @@ def main(argv: list[str] | None = None) -> None:
                  f"{'yes' if ok[name] else 'NO'} | {line.replace('|', '/')} |")
   table = "\n".join(lines)
   print(table)
-  meta = {"date": datetime.date.today().isoformat(), "machine": args.machine,
-          "command": shlex.join(["python", "-m", "experiments.reliability.cli_mistakes",
-                                 *(argv if argv is not None else sys.argv[1:])])}
+  # Each case's own command (in its row) names the config it ran.
+  meta = provenance(args.machine, module="experiments.reliability.cli_mistakes", argv=argv)
   args.out_dir.mkdir(parents=True, exist_ok=True)
   (args.out_dir / "cli_mistakes.json").write_text(
       json.dumps({"meta": meta, "cases": rows, "as_intended": ok}, indent=1) + "\n")
   (args.out_dir / "cli_mistakes.md").write_text(
-      f"# cli_mistakes ({meta['date']}, {meta['machine']})\n\n`{meta['command']}`\n\n"
-      f"{table}\n")
+      f"# cli_mistakes ({meta['date']}, {meta['machine']})\n\n{table}\n\n"
+      f"{provenance_line(meta)}\n")
 
 
 if __name__ == "__main__":

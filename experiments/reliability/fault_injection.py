@@ -28,7 +28,6 @@ experiments/results/fault_injection.{json,md}.
 """
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
@@ -45,13 +44,14 @@ from experiments.reliability.faults import (
     corrupt_checkpoint,
     error_lines,
     kill_during_checkpoint_write,
+    listops_config,
     listops_flags,
     results_without_resume,
     run_main,
     tmp_dirs,
     wait_for_path,
 )
-from experiments.results_store import RESULTS_DIR
+from experiments.results_store import RESULTS_DIR, provenance, provenance_line
 
 TRAIN = {"train.num_steps": 40, "train.checkpoint_every": 5, "train.eval_every": 5,
          "train.log_every": 2}
@@ -317,8 +317,9 @@ def main() -> None:
   rows = summarize(trials)
   out = pathlib.Path(args.out_dir)
   out.mkdir(parents=True, exist_ok=True)
-  meta = {"date": datetime.date.today().isoformat(), "machine": args.machine,
-          "seed": args.seed, "train": TRAIN,
+  # At the top level of the JSON (this file has no "meta"), as before.
+  meta = {**provenance(args.machine, module="experiments.reliability.fault_injection"),
+          "seed": args.seed, "train": TRAIN, **listops_config(**TRAIN),
           "reference_run_s": round(campaign.duration_s, 1),
           "total_s": round(time.time() - begin), "reference_results": campaign.results}
   (out / "fault_injection.json").write_text(
@@ -326,7 +327,8 @@ def main() -> None:
   md = (f"# fault_injection ({meta['date']}, {args.machine})\n\n"
         f"Tiny ListOps model, {TRAIN['train.num_steps']} steps, checkpoint and validation "
         f"every {TRAIN['train.checkpoint_every']}, seed {args.seed}; reference run "
-        f"{meta['reference_run_s']} s, campaign {meta['total_s']} s.\n\n{table(rows)}\n")
+        f"{meta['reference_run_s']} s, campaign {meta['total_s']} s.\n\n{table(rows)}\n\n"
+        f"{provenance_line(meta)}\n")
   (out / "fault_injection.md").write_text(md)
   print(md)
   if not args.keep:

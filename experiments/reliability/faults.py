@@ -109,6 +109,13 @@ def listops_flags(data_dir, **train_flags) -> list[str]:
                                       **train_flags}))
 
 
+def listops_config(**train_flags) -> dict:
+  """What `listops_flags(data_dir, **train_flags)` trains, for a results file: the config
+  file and its overrides (the data dir, a temporary one, left out)."""
+  return {"config": "configs/lra_listops.py",
+          "overrides": tiny_listops(**{"train.warmup_steps": 1, **train_flags})}
+
+
 def results_without_resume(workdir):
   results = json.loads((workdir / "results.json").read_text())
   return {k: v for k, v in results.items() if k != "resumed_from_step"}, results

@@ -16,17 +16,20 @@ experiments/results/multiprocess_check.{json,md}.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
-import shlex
 import sys
 import tempfile
 import time
 
-from experiments.reliability.faults import listops_flags, run_main, run_two_processes
-from experiments.results_store import RESULTS_DIR
+from experiments.reliability.faults import (
+  listops_config,
+  listops_flags,
+  run_main,
+  run_two_processes,
+)
+from experiments.results_store import RESULTS_DIR, provenance, provenance_line
 
 
 def train_losses(workdir: pathlib.Path) -> dict[int, float]:
@@ -98,16 +101,16 @@ def main(argv: list[str] | None = None) -> None:
                 if not all(same.values()) else ""))
   print(table)
   print(summary)
-  meta = {"date": datetime.date.today().isoformat(), "machine": args.machine,
-          "command": shlex.join(["python", "-m", "experiments.reliability.multiprocess_check",
-                                *(argv if argv is not None else sys.argv[1:])]), "flags": flags}
+  meta = {**provenance(args.machine, module="experiments.reliability.multiprocess_check",
+                      argv=argv),
+          "flags": flags, **listops_config(**flags)}
   args.out_dir.mkdir(parents=True, exist_ok=True)
   (args.out_dir / "multiprocess_check.json").write_text(json.dumps(
       {"meta": meta, "runs": runs, "max_relative_difference": max(rel), "identical": same,
        "wall_s": {"one": one_s, "two": two_s}}, indent=1) + "\n")
   (args.out_dir / "multiprocess_check.md").write_text(
-      f"# multiprocess_check ({meta['date']}, {meta['machine']})\n\n`{meta['command']}`\n\n"
-      f"{table}\n\n{summary}\n")
+      f"# multiprocess_check ({meta['date']}, {meta['machine']})\n\n{table}\n\n{summary}\n\n"
+      f"{provenance_line(meta)}\n")
 
 
 if __name__ == "__main__":

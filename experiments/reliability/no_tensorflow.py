@@ -16,19 +16,23 @@ back, also in that environment. Prints and writes experiments/results/no_tensorf
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
-import shlex
 import subprocess
 import sys
 import sysconfig
 import tempfile
 import time
 
-from experiments.reliability.faults import ROOT, listops_flags, main_command, main_env
-from experiments.results_store import RESULTS_DIR
+from experiments.reliability.faults import (
+  ROOT,
+  listops_config,
+  listops_flags,
+  main_command,
+  main_env,
+)
+from experiments.results_store import RESULTS_DIR, provenance, provenance_line
 
 LEFT_OUT = ("tensorflow",)  # the package; its dist-info is tensorflow[_cpu|_gpu]-*.dist-info
 
@@ -95,9 +99,9 @@ def main(argv: list[str] | None = None) -> None:
                                       text=True, cwd=ROOT).stdout)
     if probe["tensorflow_importable"]:
       sys.exit(f"TensorFlow is still importable in {python}: {probe}")
-    flags = listops_flags(tmp / "tfds", **{"train.num_steps": args.steps,
-                                           "train.checkpoint_every": half,
-                                           "train.eval_every": half, "train.log_every": 2})
+    train_flags = {"train.num_steps": args.steps, "train.checkpoint_every": half,
+                   "train.eval_every": half, "train.log_every": 2}
+    flags = listops_flags(tmp / "tfds", **train_flags)
     command = [str(python), *main_command(tmp / "run", *flags)[1:]]
     start = time.time()
     run = subprocess.run(command, cwd=ROOT, env=main_env(1, compile_cache=False),
@@ -129,10 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
       report["stderr_tail"] = run.stderr[-3000:]
 
-  meta = {"date": datetime.date.today().isoformat(), "machine": args.machine,
-          "command": shlex.join(["python", "-m", "experiments.reliability.no_tensorflow",
-                                *(argv if argv is not None else sys.argv[1:])]),
-          "left_out_of_the_venv": skipped, "venv": probe}
+  meta = {**provenance(args.machine, module="experiments.reliability.no_tensorflow", argv=argv),
+          "left_out_of_the_venv": skipped, "venv": probe, **listops_config(**train_flags)}
   print(json.dumps({"meta": meta, "run": report}, indent=1))
   lines = [f"- left out of the environment: {', '.join(skipped)}",
            f"- `import tensorflow` there: {probe['import_tensorflow']}",
@@ -153,8 +155,8 @@ def main(argv: list[str] | None = None) -> None:
   (args.out_dir / "no_tensorflow.json").write_text(
       json.dumps({"meta": meta, "run": report}, indent=1) + "\n")
   (args.out_dir / "no_tensorflow.md").write_text(
-      f"# no_tensorflow ({meta['date']}, {meta['machine']})\n\n`{meta['command']}`\n\n"
-      + "\n".join(lines) + "\n")
+      f"# no_tensorflow ({meta['date']}, {meta['machine']})\n\n"
+      + "\n".join(lines) + f"\n\n{provenance_line(meta)}\n")
   if report["exit_status"]:
     sys.exit(f"the trainer failed without TensorFlow:\n{report['stderr_tail']}")
 
