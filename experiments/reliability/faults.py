@@ -185,13 +185,16 @@ def corrupt_checkpoint(step_dir, how: str, seed: int = 0) -> str:
   step_dir = pathlib.Path(step_dir)
   rng = random.Random(seed)
   if how in ("truncate_array_data", "garbage_array_data"):
-    # The largest chunk file of the state's OCDBT store: array bytes (zstd-compressed).
-    target = max((p for p in (step_dir / "state").rglob("ocdbt.process_*/d/*")),
-                 key=lambda p: (p.stat().st_size, p.name))
-    if how == "truncate_array_data":
-      os.truncate(target, target.stat().st_size // 8)  # orbax reads byte ranges
-    else:
-      target.write_bytes(rng.randbytes(target.stat().st_size))
+    # Every data file of the state's OCDBT store (array bytes, zstd-compressed, and b-tree
+    # nodes). Damaging only the largest was not always fatal: which file a restore reads
+    # depends on how the store was written, and the largest one is sometimes not read.
+    files = sorted(p for p in (step_dir / "state").rglob("d/*") if p.is_file())
+    for file in files:
+      if how == "truncate_array_data":
+        os.truncate(file, file.stat().st_size // 8)  # orbax reads byte ranges
+      else:
+        file.write_bytes(rng.randbytes(file.stat().st_size))
+    target = files[0].parent.parent if files else step_dir / "state"
   elif how == "garbage_meta":
     target = step_dir / "meta" / "metadata"
     target.write_bytes(rng.randbytes(target.stat().st_size))
