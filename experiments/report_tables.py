@@ -277,39 +277,36 @@ def _paper_source(data: dict) -> Source:
                 rerun="python -m experiments.benchmarks.paper_table")
 
 
-def paper_table_memory(raw: Raw) -> str:
+def _paper_columns(raw: Raw, field: str, unit: str, fmt: Callable[[float], str]):
+  """The paper table's rows for one measured field: RMAAT per replay, RMT, and the ratios;
+  lengths where a model was not measured (step_s None: not timed) are left out."""
   data, tokens, replays, by = _paper_rows(raw)
   header = ["tokens per document", "segments"]
-  header += [f"RMAAT, {REPLAY.get(p, p)} (MiB)" for p in replays] + ["RMT (MiB)"]
+  header += [f"RMAAT, {REPLAY.get(p, p)} ({unit})" for p in replays] + [f"RMT ({unit})"]
   header += [f"RMT / RMAAT, {REPLAY.get(p, p)}" for p in replays]
   rows = []
   for n in tokens:
-    rmt = by[("rmt", None, n)]["memory_mib"]
-    mems = [by[("rmaat", p, n)]["memory_mib"] for p in replays]
-    rows.append([_tokens(n), by[("rmt", None, n)]["segments"], *map(f1, mems), f1(rmt),
-                 *(ratio(rmt / m) for m in mems)])
+    rmt = by[("rmt", None, n)][field]
+    values = [by[("rmaat", p, n)][field] for p in replays]
+    if rmt is None or None in values:
+      continue
+    rows.append([_tokens(n), by[("rmt", None, n)]["segments"], *map(fmt, values), fmt(rmt),
+                 *(ratio(rmt / v) for v in values)])
+  return data, md_table(header, rows)
+
+
+def paper_table_memory(raw: Raw) -> str:
+  data, table = _paper_columns(raw, "memory_mib", "MiB", f1)
   meta = data["meta"]
   note = (f"Model: {meta['config']}; batch {meta['batch']}"
           + (f", {meta['dtype']}" if meta.get("dtype") else "") + f". Memory: {meta['memory']}.")
-  return block(md_table(header, rows), _paper_source(data), note)
+  return block(table, _paper_source(data), note)
 
 
 def paper_table_time(raw: Raw) -> str:
-  data, tokens, replays, by = _paper_rows(raw)
-  header = ["tokens per document", "segments"]
-  header += [f"RMAAT, {REPLAY.get(p, p)} (s)" for p in replays] + ["RMT (s)"]
-  header += [f"RMT / RMAAT, {REPLAY.get(p, p)}" for p in replays]
-  rows = []
-  for n in tokens:
-    rmt = by[("rmt", None, n)]["step_s"]
-    times = [by[("rmaat", p, n)]["step_s"] for p in replays]
-    if rmt is None or None in times:
-      continue  # not timed at this length
-    rows.append([_tokens(n), by[("rmt", None, n)]["segments"], *map(f3, times), f3(rmt),
-                 *(ratio(rmt / t) for t in times)])
+  data, table = _paper_columns(raw, "step_s", "s", f3)
   rng = sorted({r["timed_dropout_rng"] for r in data["rows"]})
-  return block(md_table(header, rows), _paper_source(data),
-               f"Median step time; dropout bits `{'`, `'.join(rng)}`.")
+  return block(table, _paper_source(data), f"Median step time; dropout bits `{'`, `'.join(rng)}`.")
 
 
 def segment_memory(raw: Raw) -> str:
