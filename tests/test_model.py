@@ -71,12 +71,11 @@ CASES = {
     "astro-distance-sigmoid": {"position": "distance", "hebbian_sigmoid": True,
                                "retention": "none", "pool": "mean", "amrb_replay": "segment"},
     "one-segment": {"num_segments": 1},
-    # Pre-LN blocks: the residual stream (memory rows included) passes unnormalised.
-    "astro-pre-ln": {"block_layout": "pre_ln"},
+    # Pre-LN blocks (the residual stream, memory rows included, passes unnormalised) with
+    # the diagnostic whose backward scales dL/dmem by other factors than the forward.
+    "pre-ln-backward-none": {"block_layout": "pre_ln", "retention_backward": "none"},
     # The memory-cutting control: every segment reads mem0, whose gradient sums over segments.
     "reset-skip-empty": {"retention": "reset", "skip_empty_segments": True},
-    # The diagnostic: the backward scales dL/dmem by other factors than the forward.
-    "backward-none": {"retention_backward": "none"},
 }
 
 
@@ -134,8 +133,9 @@ def test_contract_shapes_and_parameters():
   assert params["segment_encoder"]["token_embedding"]["embedding"].shape == (13, 16)
 
 
-@pytest.mark.parametrize("retention", ["paper", "none", "reset"])
-@pytest.mark.parametrize("layout", ["post_ln", "pre_ln"])
+# Each retention once, "reset" with both block layouts (the other two share one each).
+@pytest.mark.parametrize("retention, layout", [("paper", "post_ln"), ("none", "pre_ln"),
+                                               ("reset", "post_ln"), ("reset", "pre_ln")])
 def test_only_reset_cuts_the_memory_between_segments(retention, layout):
   """Changing every token of the first segment changes the logits (read from the last
   segment) through the memory, unless "reset" starts every segment from mem0."""
