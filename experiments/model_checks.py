@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
       f"{r['rf_decreases_with_T_for_T1_64']}",
       f"- bf16 vs float32 relative gradient error (TINY, 6 segments, AMRB): "
       f"{100 * out['bf16_relative_gradient_error']:.2f} %"]
-  meta = {**provenance(args.machine, module="experiments.model_checks", argv=argv),
+  meta = {**provenance(args.machine, module=__spec__.name, argv=argv),
           "jax": jax.__version__, "model": {"bf16_relative_gradient_error": TINY}}
   print("\n".join(lines))
   args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -256,7 +256,7 @@ def main() -> None:
           + ("_toy" if args.toy else "") + (f"_{args.tag}" if args.tag else ""))
   args.out_dir.mkdir(parents=True, exist_ok=True)
   stamp = provenance(args.machine or _device_name(device),
-                     module="experiments.benchmarks.compare_memory")
+                     module=__spec__.name)
   load_before = os.getloadavg()[0]
   rows = sweep(args, device, args.out_dir / f"{stem}.rows.jsonl", stamp)
   meta = {**_metadata(args, device, rows, load_before), **stamp}

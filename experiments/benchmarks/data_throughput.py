@@ -328,7 +328,7 @@ def main() -> None:
   parser.add_argument("--machine", default=f"{os.cpu_count()} CPU cores")
   parser.add_argument("--out_dir", type=pathlib.Path, default=RESULTS_DIR)
   args = parser.parse_args()
-  stamp = provenance(args.machine, module="experiments.benchmarks.data_throughput")
+  stamp = provenance(args.machine, module=__spec__.name)
 
   if args.full_generators:
     with tempfile.TemporaryDirectory() as scratch:

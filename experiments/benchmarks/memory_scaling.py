@@ -134,7 +134,7 @@ def main() -> None:
     return
 
   stamp = provenance(args.machine or jax_machine(),
-                     module="experiments.benchmarks.memory_scaling")
+                     module=__spec__.name)
   rows = measure(args.segments, args.time_segments, args.runs)
   table = summary(rows, args.segments, args.time_segments)
   print(table)

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
                       help="how the results name the machine (default: JAX's accelerator, "
                       "else the CPU and its cores)")
   args = parser.parse_args(argv)
-  stamp = provenance(args.machine or jax_machine(), module="experiments.benchmarks.paper_table",
+  stamp = provenance(args.machine or jax_machine(), module=__spec__.name,
                      argv=argv)
   rows = []
   for tokens in args.tokens:

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--machine", default=None,
                       help="how the results name the machine (default: its CPU and cores)")
   args = parser.parse_args(argv)
-  stamp = provenance(args.machine, module="experiments.benchmarks.profile_step", argv=argv)
+  stamp = provenance(args.machine, module=__spec__.name, argv=argv)
 
   cfg = dataclasses.replace(task_config(args.task, args.segments, args.mode, args.toy),
                             amrb_replay=args.amrb_replay)

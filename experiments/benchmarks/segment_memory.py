@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
   args = parser.parse_args(argv)
   device = jax.devices()[0]
   meta = {**provenance(args.machine or jax_machine(),
-                       module="experiments.benchmarks.segment_memory", argv=argv),
+                       module=__spec__.name, argv=argv),
           "platform": device.platform, "device": str(device.device_kind), "jax": jax.__version__,
           "config": "configs/lra_text.py",
           "memory": "XLA compiled temp memory of one training gradient (buffer assignment)"}

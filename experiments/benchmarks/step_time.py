@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
   if args.threads < 1 or args.repeats < 1 or args.warmup < 1:
     parser.error("--threads, --repeats and --warmup must be >= 1")
   stamp = provenance(args.machine or f"{cpu_model()}, {os.cpu_count()} cores",
-                     module="experiments.benchmarks.step_time", argv=argv)
+                     module=__spec__.name, argv=argv)
 
   threads = configure_threads(args.threads, args.cores)
   import torch  # after configure_threads: the pools see the pinned cores

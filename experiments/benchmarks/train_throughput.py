@@ -93,7 +93,7 @@ def main() -> None:
                       "else the CPU and its cores)")
   args = parser.parse_args()
   stamp = provenance(args.machine or jax_machine(),
-                     module="experiments.benchmarks.train_throughput")
+                     module=__spec__.name)
   rows = []
   for name in args.configs:
     rows.append(measure(name, args.batch, args.steps, args.preset, args.dropout_rng))

@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
         add(pathfinder_reference_row(difficulty, n, opencv))
     table = pathfinder_table(rows)
   print(table)
-  meta = {**provenance(args.machine, module="experiments.data_checks.generator_stats",
+  meta = {**provenance(args.machine, module=__spec__.name,
                       argv=argv),
           "python": platform.python_version(), "numpy": np.__version__}
   if args.part == "pathfinder":

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
   table = "\n".join(lines)
   print(table)
   # Each case's own command (in its row) names the config it ran.
-  meta = provenance(args.machine, module="experiments.reliability.cli_mistakes", argv=argv)
+  meta = provenance(args.machine, module=__spec__.name, argv=argv)
   args.out_dir.mkdir(parents=True, exist_ok=True)
   (args.out_dir / "cli_mistakes.json").write_text(
       json.dumps({"meta": meta, "cases": rows, "as_intended": ok}, indent=1) + "\n")

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
       row = {"try": index + 1, **one_try(pathlib.Path(tmp), args.busy, args.eval_examples)}
     rows.append(row)
     print(json.dumps(row), flush=True)
-  meta = {**provenance(args.machine, module="experiments.reliability.collective_stress",
+  meta = {**provenance(args.machine, module=__spec__.name,
                       argv=argv),
           "cores": os.cpu_count(), "busy_processes": args.busy,
           "eval_examples": args.eval_examples, "devices": 2,

@@ -318,7 +318,7 @@ def main() -> None:
   out = pathlib.Path(args.out_dir)
   out.mkdir(parents=True, exist_ok=True)
   # At the top level of the JSON (this file has no "meta"), as before.
-  meta = {**provenance(args.machine, module="experiments.reliability.fault_injection"),
+  meta = {**provenance(args.machine, module=__spec__.name),
           "seed": args.seed, "train": TRAIN, **listops_config(**TRAIN),
           "reference_run_s": round(campaign.duration_s, 1),
           "total_s": round(time.time() - begin), "reference_results": campaign.results}

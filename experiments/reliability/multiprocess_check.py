@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
                 if not all(same.values()) else ""))
   print(table)
   print(summary)
-  meta = {**provenance(args.machine, module="experiments.reliability.multiprocess_check",
+  meta = {**provenance(args.machine, module=__spec__.name,
                       argv=argv),
           "flags": flags, **listops_config(**flags)}
   args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
       report["stderr_tail"] = run.stderr[-3000:]
 
-  meta = {**provenance(args.machine, module="experiments.reliability.no_tensorflow", argv=argv),
+  meta = {**provenance(args.machine, module=__spec__.name, argv=argv),
           "left_out_of_the_venv": skipped, "venv": probe, **listops_config(**train_flags)}
   print(json.dumps({"meta": meta, "run": report}, indent=1))
   lines = [f"- left out of the environment: {', '.join(skipped)}",
