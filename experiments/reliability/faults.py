@@ -188,13 +188,15 @@ def corrupt_checkpoint(step_dir, how: str, seed: int = 0) -> str:
     # Every data file of the state's OCDBT store (array bytes, zstd-compressed, and b-tree
     # nodes). Damaging only the largest was not always fatal: which file a restore reads
     # depends on how the store was written, and the largest one is sometimes not read.
-    files = sorted(p for p in (step_dir / "state").rglob("d/*") if p.is_file())
+    target = step_dir / "state"
+    files = sorted(p for p in target.rglob("d/*") if p.is_file())
+    if not files:
+      raise FileNotFoundError(f"no array data files under {target}")
     for file in files:
       if how == "truncate_array_data":
         os.truncate(file, file.stat().st_size // 8)  # orbax reads byte ranges
       else:
         file.write_bytes(rng.randbytes(file.stat().st_size))
-    target = files[0].parent.parent if files else step_dir / "state"
   elif how == "garbage_meta":
     target = step_dir / "meta" / "metadata"
     target.write_bytes(rng.randbytes(target.stat().st_size))
