@@ -2,22 +2,36 @@
 
 clu's metric writers need TensorFlow, which the GPU hosts do not have. The trainer needs
 only scalars and hyper-parameters: they go to TensorBoard event files through the
-tensorboard package's own writer (the same events clu's SummaryWriter writes; it uses
-TensorFlow's file API where TensorFlow is installed, a stub where not), and to the console as
-one line per step. One code path with and without TensorFlow. The progress reporter logs steps/s
-and the ETA like clu's ReportProgress.
+tensorboard package's own writer (the same events clu's SummaryWriter writes), and to the
+console as one line per step. One code path with and without TensorFlow: for a local workdir
+the writer uses tensorboard's own file API even where TensorFlow is installed (importing
+TensorFlow for it cost a tiny run ~4 s of start-up and ~0.5 GB; CHANGELOG.md); a remote
+one (`gs://...`) goes through TensorFlow's file systems where installed. The progress
+reporter logs steps/s and the ETA like clu's ReportProgress.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
+import types
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from rmaat_jax import console
+
+
+def _tensorboard_without_tensorflow() -> None:
+  """Makes tensorboard use its TensorFlow stub (local files) even where TensorFlow is
+  installed. `tensorboard.compat.notf` is tensorboard's own switch for this (the module its
+  no_tensorflow build target adds): tensorboard.compat.tf checks for it on first use, once
+  per process: it has no effect if tensorboard already resolved `tf`, and a later remote
+  logdir in the same process then goes through the stub's file systems (fsspec)."""
+  name = "tensorboard.compat.notf"
+  sys.modules.setdefault(name, types.ModuleType(name))
 
 
 class EventFileWriter:
@@ -29,10 +43,11 @@ class EventFileWriter:
   def __init__(self, logdir: str | None):
     self._writer = None
     if logdir is not None:
+      if "://" not in logdir:
+        _tensorboard_without_tensorflow()
       from tensorboard.summary.writer.event_file_writer import EventFileWriter as _Writer
 
-      # It writes through TensorFlow's file API where TensorFlow is installed (else a stub):
-      # TensorFlow's import prints banners from C++.
+      # A remote logdir imports TensorFlow where installed, which prints banners from C++.
       with console.native_stderr_silenced():
         self._writer = _Writer(logdir)
 
