@@ -46,9 +46,10 @@ def test_activation_values_and_gradients_match(ours, reference, slope, value64):
   w = jax.random.normal(jax.random.key(1), x.shape)
   grad = jax.grad(lambda x: jnp.sum(ours(x) * w))(x)
   autodiff = jax.grad(lambda x: jnp.sum(reference(x) * w))(x)
-  # autodiff of the float32 formula loses up to ~1e-5 to cancellation (0 where 1 + tanh
-  # underflows): compared loosely, and the float64 truth decides.
-  np.testing.assert_allclose(grad, autodiff, rtol=1e-5, atol=2e-5)
+  # autodiff of the float32 formula loses up to ~2.5e-5 to cancellation in the tails (at
+  # x = -7.25: 2.4e-5 where the truth is 3e-15, with XLA CPU's classic emitters' tanh):
+  # compared loosely, and the float64 truth decides.
+  np.testing.assert_allclose(grad, autodiff, rtol=1e-5, atol=5e-5)
   # Against the float64 derivative: a few float32 ulps everywhere, tails included.
   np.testing.assert_allclose(grad, slope(x) * np.float64(w), rtol=3e-6, atol=1e-7)
 
