@@ -323,7 +323,7 @@ def segment_memory(raw: Raw) -> str:
           f"{(m1 - m0) / (t1 - t0):.1f} MiB per segment. Batch {data['batch']}.")
   return block(md_table(["layers"] + [f"AMRB, block replay, dropout {d} (MiB)" for d in dropouts]
                         + ["AMRB, whole-segment replay (MiB)"], rows),
-               Source(["segment_memory.json"], [],
+               Source(["segment_memory.json"], [meta_record(data["meta"])],
                       rerun="python -m experiments.benchmarks.segment_memory"), note)
 
 

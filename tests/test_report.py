@@ -2,6 +2,7 @@
 the raw files in experiments/results/, and a disagreement fails this default test."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -111,3 +112,20 @@ def test_an_unclosed_marker_is_an_error(tmp_path):
   code, output = _run([doc], report.RESULTS_DIR, check=True)
   assert code == 2
   assert "has no `<!-- /report -->`" in output and "has no `<!-- /n -->`" in output
+
+
+def test_a_raw_file_that_records_its_commit_is_never_shown_as_not_recorded():
+  """Every provenance line naming a single raw file whose `meta` records a commit shows it
+  (a table built with no records would print "commit not recorded")."""
+  text = (report.ROOT / "experiments" / "RESULTS.md").read_text()
+  checked = 0
+  for line in text.splitlines():
+    files = re.findall(r"\[results/([\w.]+\.json)\]", line)
+    if not line.startswith("_Raw:") or len(files) != 1:
+      continue
+    data = json.loads((report.RESULTS_DIR / files[0]).read_text())
+    meta = data.get("meta") if isinstance(data, dict) else None
+    if isinstance(meta, dict) and meta.get("commit"):
+      checked += 1
+      assert "commit not recorded" not in line, (files[0], line)
+  assert checked >= 10, checked
