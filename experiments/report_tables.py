@@ -366,19 +366,21 @@ def dropout_rng_time(raw: Raw) -> str:
 
 def profile_step(raw: Raw) -> str:
   names = ["profile_step_text_bptt.json", "profile_step_retrieval_amrb.json"]
-  rows, dates = [], []
+  rows, records = [], []
   for name in names:
     data = raw.json(name)
     ops = sorted(data["ms_per_step"].items(), key=lambda kv: -kv[1])[:3]
     rows.append([data["config"], f"{data['total_ms']:.0f}", data["steps"],
                  "; ".join(f"`{k}` {v:.0f} ({100 * v / data['total_ms']:.0f} %)"
                            for k, v in ops)])
-    # The JSON keeps no date; its Markdown twin, written by the same run, does.
-    head = raw.text(name.replace(".json", ".md")).splitlines()[0]
-    dates.append(re.search(r"\((\d{4}-\d\d-\d\d[T\d:]*)", head).group(1))
+    if "meta" in data:
+      records.append(meta_record(data["meta"]))
+    else:  # older files keep no date; their Markdown twin, written by the same run, does
+      head = raw.text(name.replace(".json", ".md")).splitlines()[0]
+      records.append({"date": re.search(r"\((\d{4}-\d\d-\d\d[T\d:]*)", head).group(1)})
   return block(md_table(["step (one CPU core)", "ms of XLA operations per step", "steps (mean)",
                          "largest operation kinds, ms (share)"], rows),
-               Source(names, [{"date": d} for d in dates],
+               Source(names, records,
                       rerun="python -m experiments.benchmarks.profile_step --tag text_bptt; "
                       "... --task retrieval --mode amrb --batch 4 --tag retrieval_amrb"))
 

@@ -117,9 +117,9 @@ def main() -> None:
   rows = merge_rows(out / f"{stem}.json",
                     [{**r, **{k: meta[k] for k in ROW_META}} for r in rows], ROW_KEY,
                     meta=meta)
-  lines = [f"| {r['config']} | {r.get('preset', '')} | {r['dropout_rng']} | {r['batch']} | "
-           f"{r['step_s']:.3f} | {r['examples_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
-           f"{r.get('device', '')} | {r.get('date', '')} |" for r in rows]
+  lines = [f"| {r['config']} | {r.get('preset', '')} | {r.get('dropout_rng', '')} | "
+           f"{r['batch']} | {r['step_s']:.3f} | {r['examples_per_s']:.1f} | "
+           f"{r['tokens_per_s']:.0f} | {r.get('device', '')} | {r.get('date', '')} |" for r in rows]
   (out / f"{stem}.md").write_text(
       f"# {stem} (every run merged; latest {meta['date']})\n\n"
       "| config | preset | dropout bits | batch | step (s) | examples/s | tokens/s | device | "
